@@ -1,0 +1,438 @@
+"""One campaign run: the order of stages and the bookkeeping between them.
+
+    crawl (one actor per source) -> fetch + probe (actor pool) -> dedup (here) ->
+    detect (detector actor pool, batched) -> evidence (here, plus browser capture)
+
+The driver is the single writer to the database, so every write is ordered and idempotent;
+actors only read the spec and the blob store. Every item that does not make it through a
+stage is counted with its reason in the run report.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import asdict
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlsplit
+
+from agents.base import Drop, MediaRef
+from agents.base import Post as PostRecord
+from orchestrator import wiring
+from orchestrator.dedup import PerceptualIndex
+from orchestrator.spec import EMBEDDED, CampaignSpec
+from orchestrator.stages import FetchPolicySpec, MediaRecord, PageResult
+from storage.db import Store
+
+ProgressFn = Callable[[Counter], None]
+FLAGGED = ("confirmed_ai", "likely_fake")
+_INFLIGHT_PER_ACTOR = 2  # backpressure: crawlers cannot outrun fetchers and detectors
+
+
+class CampaignRun:
+    def __init__(self, spec: CampaignSpec, spec_text: str, *, address: str | None = None, progress: ProgressFn | None = None):
+        self.spec = spec
+        self.spec_text = spec_text
+        self.address = address
+        self.progress = progress or (lambda counts: None)
+        self.counts: Counter[str] = Counter()
+        self.drops: dict[str, Counter[str]] = defaultdict(Counter)
+        self.url_sha: dict[str, str] = {}  # media URL -> sha256, for this run
+        self.platform: Any = None  # the embedded demo platform, when the spec uses it
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    def _count(self, key: str, n: int = 1) -> None:
+        self.counts[key] += n
+        self.progress(self.counts)
+
+    def _drop(self, drop: Drop) -> None:
+        self.drops[drop.stage][drop.reason] += 1
+        self._count("dropped")
+
+    # -- the run -------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        started = datetime.now(timezone.utc)
+        t0 = time.monotonic()
+        self.deadline = t0 + self.spec.limits.max_seconds
+        store = Store(self.spec.storage.database)
+        self.store = store
+        campaign_id = store.upsert_campaign(self.spec.name, self.spec_text)
+        self.campaign_id = campaign_id
+        store.set_campaign_status(campaign_id, "running")
+        with ExitStack() as stack:
+            try:
+                base_url = self._start_embedded_platform(stack)
+                cluster = wiring.init_ray(self.address)
+                stack.callback(wiring.shutdown_ray)
+                detectors = self._crawl_fetch_detect(base_url)
+                self._write_evidence()
+            except BaseException:
+                store.set_campaign_status(campaign_id, "failed")
+                raise
+        report = self._report(started, time.monotonic() - t0, cluster, detectors)
+        store.set_campaign_status(campaign_id, "finished", report)
+        store.close()
+        return report
+
+    def _start_embedded_platform(self, stack: ExitStack) -> str | None:
+        if not self.spec.uses_embedded_platform():
+            return None
+        from demo_platform.server import DemoPlatform
+        from demo_platform.world import build_world
+
+        world = build_world(seed=self.spec.demo_platform.seed, n_posts=self.spec.demo_platform.posts)
+        self.platform = DemoPlatform(world)
+        base_url = self.platform.start()
+        stack.callback(self.platform.stop)
+        return base_url
+
+    def _policy(self) -> FetchPolicySpec:
+        net = self.spec.network
+        return FetchPolicySpec(
+            allow_networks=tuple(net.allow_networks),
+            contact_url=net.contact_url,
+            timeout_s=net.timeout_s,
+            max_bytes=self.spec.limits.max_media_bytes,
+        )
+
+    def _detector_kwargs(self) -> dict[str, Any]:
+        d = self.spec.detectors
+        kwargs: dict[str, Any] = dict(c2pa=d.c2pa, watermark=d.watermark, video_frames=d.video_frames)
+        if d.classifier is not None:
+            c = d.classifier
+            kwargs.update(
+                classifier_model=c.model,
+                fake_label=c.fake_label,
+                threshold=c.threshold,
+                review_threshold=c.review_threshold,
+                batch_size=c.batch_size,
+            )
+        else:
+            kwargs["classifier_model"] = None
+        return kwargs
+
+    def _crawl_fetch_detect(self, base_url: str | None) -> list[dict[str, Any]]:
+        import ray
+
+        spec, store, policy = self.spec, self.store, self._policy()
+        blobs_root = spec.storage.blobs
+        index = PerceptualIndex(image_max_distance=spec.detectors.phash_max_distance)
+        images, videos = store.perceptual_hashes()
+        for sha, ph in images:
+            index.add_image(sha, ph)
+        for sha, fh in videos:
+            index.add_video(sha, fh)
+
+        crawlers: dict[str, Any] = {}
+        for src in spec.sources:
+            params = dict(src.params)
+            if params.get("base_url") == EMBEDDED:
+                params["base_url"] = base_url
+            crawlers[src.name] = wiring.crawler_actor(src.name, src.type, params, policy, blobs_root)
+        fetchers = [wiring.fetch_actor(policy, blobs_root) for _ in range(spec.scaling.fetch_actors)]
+        detector_pool = [wiring.detector_actor(self._detector_kwargs(), blobs_root) for _ in range(spec.scaling.detector_actors)]
+        try:
+            described = ray.get(detector_pool[0].describe.remote())
+        except Exception as exc:  # the model did not load: nothing can be judged, say why
+            raise RuntimeError(f"the detectors could not start: {_root_cause(exc)}") from None
+
+        pending: dict[Any, tuple[str, Any]] = {}  # ObjectRef -> (kind, context)
+        fetch_queue: deque[MediaRef] = deque()
+        detect_queue: deque[tuple[str, str, str]] = deque(
+            (m.sha256, m.kind, m.mime) for m in store.unanalysed_media()  # left over by a crashed run
+        )
+        queued_urls: set[str] = set()
+        load: Counter[tuple[str, int]] = Counter()  # in-flight calls per fetcher / detector index
+        bytes_used = 0
+        sightings_waiting: dict[str, list[tuple[int, int]]] = defaultdict(list)  # url -> [(post_pk, pos)]
+
+        def out_of_time() -> bool:
+            return time.monotonic() > self.deadline
+
+        for src in spec.sources:
+            for term in spec.terms_for(src):
+                ref = crawlers[src.name].page.remote(term, None)
+                pending[ref] = ("crawl", (src.name, term))
+
+        def schedule() -> None:
+            # Hand queued work to the least-loaded actors, at most _INFLIGHT_PER_ACTOR each.
+            while fetch_queue:
+                i = min(range(len(fetchers)), key=lambda k: load[("f", k)])
+                if load[("f", i)] >= _INFLIGHT_PER_ACTOR:
+                    break
+                batch = [fetch_queue.popleft() for _ in range(min(8, len(fetch_queue)))]
+                pending[fetchers[i].run.remote(batch)] = ("fetch", (i, batch))
+                load[("f", i)] += 1
+            crawl_or_fetch_busy = any(kind in ("crawl", "fetch") for kind, _ in pending.values())
+            batch_size = spec.detectors.classifier.batch_size if spec.detectors.classifier else 32
+            while detect_queue and (len(detect_queue) >= batch_size or not crawl_or_fetch_busy):
+                i = min(range(len(detector_pool)), key=lambda k: load[("d", k)])
+                if load[("d", i)] >= _INFLIGHT_PER_ACTOR:
+                    break
+                batch = [detect_queue.popleft() for _ in range(min(batch_size, len(detect_queue)))]
+                pending[detector_pool[i].run.remote(batch)] = ("detect", (i, batch))
+                load[("d", i)] += 1
+
+        schedule()  # work left by an earlier, interrupted run can start at once
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            ref = ready[0]
+            kind, ctx = pending.pop(ref)
+            try:
+                result = ray.get(ref)
+            except Exception as exc:  # an actor died past its retries, or a stage raised
+                result = exc
+            if kind == "crawl":
+                self._on_page(result, ctx, crawlers, pending, fetch_queue, queued_urls, sightings_waiting, out_of_time)
+            elif kind == "fetch":
+                load[("f", ctx[0])] -= 1
+                if isinstance(result, Exception):
+                    for ref_ in ctx[1]:
+                        self._drop(Drop("fetch", "fetch worker failed", ref_.url, _root_cause(result)))
+                    continue
+                for item in result:
+                    if isinstance(item, Drop):
+                        self._drop(item)
+                        continue
+                    bytes_used += item.size
+                    self._on_media(item, index, detect_queue, sightings_waiting)
+            elif kind == "detect":
+                load[("d", ctx[0])] -= 1
+                if isinstance(result, Exception):
+                    for sha, _, _ in ctx[1]:
+                        self._drop(Drop("detect", "detector failed", sha, _root_cause(result)))
+                    continue
+                for analysis in result:
+                    v = analysis.verdict
+                    store.save_analysis(analysis.sha256, analysis.detections, v.band, v.score, v.reasons)
+                    self._count("analysed")
+                    if any(d.outcome == "error" for d in analysis.detections):
+                        for d in analysis.detections:
+                            if d.outcome == "error":
+                                self.drops["detect"][f"{d.detector}: {'; '.join(d.reasons) or 'error'}"] += 1
+            # Limits: the post limit is enforced in _on_page; bytes and time stop new fetches.
+            if bytes_used >= spec.limits.max_bytes or out_of_time():
+                reason = "campaign byte limit reached" if bytes_used >= spec.limits.max_bytes else "campaign time limit reached"
+                while fetch_queue:
+                    self._drop(Drop("fetch", reason, fetch_queue.popleft().url))
+            schedule()
+
+        for actor in crawlers.values():
+            try:
+                ray.get(actor.close.remote(), timeout=30)
+            except Exception:
+                pass  # a crawler that died has nothing left to close
+        return described
+
+    def _on_page(self, result: Any, ctx: tuple[str, str], crawlers: dict[str, Any], pending: dict, fetch_queue: deque,
+                 queued_urls: set[str], sightings_waiting: dict, out_of_time: Callable[[], bool]) -> None:
+        source, term = ctx
+        if isinstance(result, Exception):
+            self._drop(Drop("crawl", "source failed", source, _root_cause(result)))
+            return
+        assert isinstance(result, PageResult)
+        for d in result.drops:
+            self._drop(d)
+        if result.error is not None:
+            self._drop(Drop("crawl", "source unreachable", source, result.error))
+            return
+        page = result.page
+        self._count("pages")
+        last_post_id = None
+        for post in page.posts:
+            if self.counts["posts_seen"] >= self.spec.limits.max_posts:
+                self._drop(Drop("crawl", "campaign post limit reached", post.url))
+                continue
+            self._count("posts_seen")
+            if not self.spec.window.contains(post.created_at):
+                self._drop(Drop("crawl", "outside campaign window", post.url))
+                continue
+            post = _with_source(post, source)
+            post_pk, created = self.store.upsert_post(self.campaign_id, post)
+            last_post_id = post.post_id
+            if created:
+                self._count("posts_new")
+            for ref in post.media:
+                self._count("media_refs")
+                known = self.url_sha.get(ref.url)
+                if known is not None:
+                    self._sight(known, post_pk, ref.url, ref.position)
+                    continue
+                sightings_waiting[ref.url].append((post_pk, ref.position))
+                if ref.url not in queued_urls:
+                    queued_urls.add(ref.url)
+                    fetch_queue.append(ref)
+        self.store.set_cursor(self.campaign_id, source, term, page.next_cursor, last_post_id)
+        more = page.next_cursor is not None and self.counts["posts_seen"] < self.spec.limits.max_posts
+        if more and not out_of_time():
+            pending[crawlers[source].page.remote(term, page.next_cursor)] = ("crawl", (source, term))
+
+    def _sight(self, sha: str, post_pk: int, url: str, position: int) -> None:
+        if self.store.add_sighting(media_sha256=sha, post_pk=post_pk, campaign_id=self.campaign_id, media_url=url, position=position):
+            self._count("sightings_new")
+
+    def _on_media(self, item: MediaRecord, index: PerceptualIndex, detect_queue: deque, sightings_waiting: dict) -> None:
+        self._count("media_fetched")
+        self.url_sha[item.url] = item.sha256
+        created = self.store.upsert_media(
+            sha256=item.sha256,
+            kind=item.kind,
+            mime=item.mime,
+            size=item.size,
+            width=item.width,
+            height=item.height,
+            duration_s=item.duration_s,
+            phash=item.phash,
+            frame_hashes=list(item.frame_hashes),
+        )
+        for post_pk, position in sightings_waiting.pop(item.url, []):
+            self._sight(item.sha256, post_pk, item.url, position)
+        if not created:
+            self._count("duplicates_exact")
+            return
+        match = index.match_image(item.phash) if item.kind == "image" and item.phash else (
+            index.match_video(list(item.frame_hashes)) if item.kind == "video" else None
+        )
+        if match is not None:
+            self.store.mark_duplicate(item.sha256, match.sha256, match.distance)
+            self._count("duplicates_near")
+            return
+        if item.kind == "image" and item.phash:
+            index.add_image(item.sha256, item.phash)
+        elif item.kind == "video":
+            index.add_video(item.sha256, list(item.frame_hashes))
+        self._count("unique")
+        detect_queue.append((item.sha256, item.kind, item.mime))
+
+    # -- evidence ------------------------------------------------------------------------------
+    def _write_evidence(self) -> None:
+        from storage.queries import flagged_sightings
+
+        rows = flagged_sightings(self.store, self.campaign_id, FLAGGED)
+        new_ids: dict[str, list[int]] = defaultdict(list)  # post URL -> evidence ids lacking capture
+        for row in rows:
+            ev_id, created = self.store.upsert_evidence(**row)
+            if created:
+                self._count("evidence_written")
+                new_ids[row["post_url"]].append(ev_id)
+        if new_ids and self.spec.scaling.capture_evidence:
+            self._capture(new_ids)
+
+    def _capture(self, new_ids: dict[str, list[int]]) -> None:
+        import ray
+
+        actor = wiring.capture_actor(self.spec.storage.blobs)
+        urls = list(new_ids)
+        try:
+            for start in range(0, len(urls), 16):
+                chunk = urls[start:start + 16]
+                try:
+                    results = ray.get(actor.run.remote(chunk))
+                except Exception as exc:
+                    for url in chunk:
+                        self._drop(Drop("capture", "capture worker failed", url, _root_cause(exc)))
+                    continue
+                for url, cap in zip(chunk, results):
+                    if isinstance(cap, Drop):
+                        self._drop(cap)
+                        continue
+                    for ev_id in new_ids[url]:
+                        self.store.update_evidence_capture(
+                            ev_id, screenshot_sha256=cap.screenshot_sha256, html_sha256=cap.html_sha256, captured_at=cap.captured_at
+                        )
+                    self._count("captures")
+        finally:
+            try:
+                ray.get(actor.close.remote(), timeout=30)
+            except Exception:
+                pass
+
+    # -- report --------------------------------------------------------------------------------
+    def _report(self, started: datetime, seconds: float, cluster: dict, detectors: list[dict]) -> dict[str, Any]:
+        from storage.queries import campaign_media_verdicts
+
+        c = self.counts
+        report: dict[str, Any] = {
+            "campaign": self.spec.name,
+            "started_at": started.isoformat(),
+            "seconds": round(seconds, 2),
+            "cluster": cluster,
+            "detectors": detectors,
+            "counts": {
+                "pages": c["pages"],
+                "posts": c["posts_seen"],
+                "posts_new": c["posts_new"],
+                "media_refs": c["media_refs"],
+                "media_fetched": c["media_fetched"],
+                "unique": c["unique"],
+                "duplicates_exact": c["duplicates_exact"],
+                "duplicates_near": c["duplicates_near"],
+                "analysed": c["analysed"],
+                "evidence_written": c["evidence_written"],
+                "captures": c["captures"],
+                "dropped": c["dropped"],
+            },
+            "drops": {stage: dict(reasons) for stage, reasons in sorted(self.drops.items())},
+        }
+        verdicts = campaign_media_verdicts(self.store, self.campaign_id)
+        bands = Counter(v for v in verdicts.values())
+        report["counts"]["flagged"] = sum(bands[b] for b in FLAGGED)
+        report["counts"]["needs_review"] = bands["needs_review"]
+        report["verdicts"] = dict(bands)
+        if self.platform is not None:
+            report["ground_truth"] = ground_truth_scores(self.platform.world, self.url_sha, verdicts)
+        return report
+
+
+def ground_truth_scores(world: Any, url_sha: dict[str, str], verdicts: dict[str, str | None]) -> dict[str, Any]:
+    """Precision and recall of flagged media against the demo world's planted truth.
+
+    Every planted media item counts, crawled or not: a fake the crawl never reached is missed.
+    """
+    by_kind: dict[str, Counter] = defaultdict(Counter)
+    tp = fp = fn = tn = 0
+    path_to_url = {urlsplit(u).path: u for u in url_sha}
+    for path, truth in world.truth.items():
+        if truth.label == "broken":
+            continue
+        url = path_to_url.get(path)
+        band = verdicts.get(url_sha[url]) if url else None
+        flagged = band in FLAGGED
+        if truth.label == "fake":
+            by_kind[truth.fake_kind]["planted"] += 1
+            by_kind[truth.fake_kind]["flagged"] += int(flagged)
+            tp, fn = tp + int(flagged), fn + int(not flagged)
+        else:
+            fp, tn = fp + int(flagged), tn + int(not flagged)
+    return {
+        "planted_fakes": tp + fn,
+        "planted_real": fp + tn,
+        "true_positives": tp,
+        "false_positives": fp,
+        "false_negatives": fn,
+        "precision": round(tp / (tp + fp), 4) if tp + fp else None,
+        "recall": round(tp / (tp + fn), 4) if tp + fn else None,
+        "real_flagged_rate": round(fp / (fp + tn), 4) if fp + tn else None,
+        "recall_by_kind": {k: round(v["flagged"] / v["planted"], 4) for k, v in sorted(by_kind.items())},
+    }
+
+
+def _with_source(post: PostRecord, source: str) -> PostRecord:
+    if post.source == source:
+        return post
+    fields = asdict(post)
+    fields["source"] = source
+    fields["media"] = post.media
+    fields["hashtags"] = post.hashtags
+    return PostRecord(**fields)
+
+
+def _root_cause(exc: BaseException) -> str:
+    """Ray wraps a stage's exception; investigators want the innermost message."""
+    cause = getattr(exc, "cause", None) or exc.__cause__
+    while cause is not None and (getattr(cause, "cause", None) or cause.__cause__) is not None:
+        cause = getattr(cause, "cause", None) or cause.__cause__
+    text = str(cause or exc).strip().splitlines()
+    return text[-1][:300] if text else type(exc).__name__

@@ -1,0 +1,319 @@
+"""The `deepwatch` command line: campaigns for monitoring teams, evidence for investigators."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+
+from orchestrator.spec import DEFAULT_BLOBS, DEFAULT_DATABASE, SpecError, load_spec
+
+app = typer.Typer(
+    help="deepwatch: find election deepfakes, prove what was found, get it taken down.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals can hold database passwords
+)
+campaign_app = typer.Typer(help="Run and check crawl campaigns.", no_args_is_help=True)
+evidence_app = typer.Typer(help="Query and export the evidence database.", no_args_is_help=True)
+detectors_app = typer.Typer(help="Train and manage detector models.", no_args_is_help=True)
+demo_app = typer.Typer(help="The bundled demo platform.", no_args_is_help=True)
+app.add_typer(campaign_app, name="campaign")
+app.add_typer(evidence_app, name="evidence")
+app.add_typer(detectors_app, name="detectors")
+app.add_typer(demo_app, name="demo")
+
+console = Console()
+err = Console(stderr=True)
+
+DbOpt = typer.Option(None, "--db", help=f"Database URL [env DEEPWATCH_DB; default {DEFAULT_DATABASE}]")
+BlobsOpt = typer.Option(None, "--blobs", help=f"Blob store path [env DEEPWATCH_BLOBS; default {DEFAULT_BLOBS}]")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    raise typer.Exit(code)
+
+
+def _db(url: Optional[str]) -> str:
+    return url or os.environ.get("DEEPWATCH_DB") or DEFAULT_DATABASE
+
+
+def _blobs(path: Optional[str]) -> str:
+    return path or os.environ.get("DEEPWATCH_BLOBS") or DEFAULT_BLOBS
+
+
+def _open_store(url: Optional[str]) -> Any:
+    from storage.db import Store, StorageError
+
+    try:
+        return Store(_db(url))
+    except StorageError as exc:
+        _fail(str(exc))
+
+
+# -- campaigns -----------------------------------------------------------------------------------
+@campaign_app.command("validate")
+def campaign_validate(spec_path: Path = typer.Argument(..., help="Campaign YAML file")) -> None:
+    """Check a campaign file and print what it will do."""
+    try:
+        spec, _ = load_spec(spec_path)
+    except SpecError as exc:
+        _fail(str(exc))
+    console.print(f"[green]ok[/]: campaign '{spec.name}' with {len(spec.sources)} source(s)")
+    for src in spec.sources:
+        console.print(f"  {src.name} ({src.type}): terms {spec.terms_for(src)}")
+
+
+@campaign_app.command("run")
+def campaign_run(
+    spec_path: Path = typer.Argument(..., help="Campaign YAML file"),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (default: a local Ray)"),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write the JSON run report here"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Live progress display"),
+) -> None:
+    """Crawl, fetch, deduplicate, detect and write evidence for one campaign."""
+    from orchestrator.campaign import CampaignRun
+    from orchestrator.progress import LiveProgress, print_summary
+
+    try:
+        spec, text = load_spec(spec_path)
+    except SpecError as exc:
+        _fail(str(exc))
+    live = LiveProgress(console, enabled=progress and console.is_terminal)
+    try:
+        with live:
+            result = CampaignRun(spec, text, address=address, progress=live.update).run()
+    except Exception as exc:  # noqa: BLE001 - the run failed; what is saved stays saved
+        from storage.db import StorageError
+
+        if isinstance(exc, (StorageError, RuntimeError)):
+            _fail(f"campaign '{spec.name}' failed: {exc}", code=1)
+        raise
+    print_summary(console, result, spec.window.timezone)
+    if report:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(result, indent=2, ensure_ascii=False, default=str), "utf-8")
+        console.print(f"report written to {report}")
+
+
+# -- evidence ------------------------------------------------------------------------------------
+def _parse_time(value: Optional[str], name: str) -> Optional[datetime]:
+    if value is None:
+        return None
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        _fail(f"--{name}: not an ISO 8601 time: {value!r} (e.g. 2026-05-01 or 2026-05-01T09:00+09:00)")
+    return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+
+
+def _list(db: Optional[str], as_json: bool, **filters: Any) -> None:
+    from orchestrator.progress import print_evidence_table
+    from storage.queries import EvidenceFilter, search_evidence
+
+    store = _open_store(db)
+    rows = search_evidence(store, EvidenceFilter(**filters))
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
+    else:
+        print_evidence_table(console, rows)
+
+
+@evidence_app.command("list")
+def evidence_list(
+    campaign: Optional[str] = typer.Option(None, help="Campaign name"),
+    platform: Optional[str] = typer.Option(None, help="Platform, e.g. demo"),
+    keyword: Optional[str] = typer.Option(None, help="Text, account or hashtag (Korean works)"),
+    verdict: Optional[str] = typer.Option(None, help="confirmed_ai | likely_fake | needs_review"),
+    min_score: Optional[float] = typer.Option(None, help="Minimum fused score"),
+    since: Optional[str] = typer.Option(None, help="Posted at or after (ISO 8601; UTC if no zone)"),
+    until: Optional[str] = typer.Option(None, help="Posted before (ISO 8601)"),
+    limit: int = typer.Option(100, min=1, max=10_000),
+    offset: int = typer.Option(0, min=0),
+    as_json: bool = typer.Option(False, "--json", help="JSON output"),
+    db: Optional[str] = DbOpt,
+) -> None:
+    """List evidence records, newest post first."""
+    _list(db, as_json, campaign=campaign, platform=platform, keyword=keyword, verdict=verdict, min_score=min_score,
+          since=_parse_time(since, "since"), until=_parse_time(until, "until"), limit=limit, offset=offset)
+
+
+@evidence_app.command("search")
+def evidence_search(
+    keyword: str = typer.Argument(..., help="Text, account or hashtag to look for (Korean works)"),
+    campaign: Optional[str] = typer.Option(None),
+    platform: Optional[str] = typer.Option(None),
+    verdict: Optional[str] = typer.Option(None),
+    min_score: Optional[float] = typer.Option(None),
+    since: Optional[str] = typer.Option(None),
+    until: Optional[str] = typer.Option(None),
+    limit: int = typer.Option(100, min=1, max=10_000),
+    as_json: bool = typer.Option(False, "--json"),
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Search evidence by keyword, with the same filters as list."""
+    _list(db, as_json, campaign=campaign, platform=platform, keyword=keyword, verdict=verdict, min_score=min_score,
+          since=_parse_time(since, "since"), until=_parse_time(until, "until"), limit=limit)
+
+
+@evidence_app.command("show")
+def evidence_show(
+    evidence_id: int = typer.Argument(...),
+    as_json: bool = typer.Option(False, "--json"),
+    tz: str = typer.Option("UTC", "--tz", help="Show times in this zone (stored as UTC)"),
+    db: Optional[str] = DbOpt,
+) -> None:
+    """One evidence record with its sightings and detections."""
+    from orchestrator.progress import print_evidence_detail
+    from storage.queries import evidence_detail
+
+    record = evidence_detail(_open_store(db), evidence_id)
+    if record is None:
+        _fail(f"no evidence record with id {evidence_id}", code=1)
+    if as_json:
+        typer.echo(json.dumps(record, indent=2, ensure_ascii=False, default=str))
+    else:
+        print_evidence_detail(console, record, tz)
+
+
+@evidence_app.command("export")
+def evidence_export(
+    evidence_id: int = typer.Argument(...),
+    out: Path = typer.Argument(..., help="New folder for the takedown packet"),
+    db: Optional[str] = DbOpt,
+    blobs: Optional[str] = BlobsOpt,
+) -> None:
+    """Write a takedown packet: JSON, an HTML page, the media, the screenshot and a sha256 manifest."""
+    from storage.blobs import BlobStore
+    from storage.packet import PacketError, export_packet
+
+    try:
+        folder = export_packet(_open_store(db), BlobStore(_blobs(blobs)), evidence_id, out)
+    except (PacketError, KeyError) as exc:
+        _fail(str(exc), code=1)
+    console.print(f"takedown packet written to {folder}")
+
+
+@evidence_app.command("similar")
+def evidence_similar(
+    image: Path = typer.Argument(..., help="An image file"),
+    max_distance: int = typer.Option(12, help="Largest pHash Hamming distance to list"),
+    limit: int = typer.Option(20, min=1),
+    as_json: bool = typer.Option(False, "--json"),
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Near-duplicates of an image among everything seen, with their verdicts."""
+    from detectors.hashing import MediaDecodeError, image_phash
+    from orchestrator.progress import print_similar
+    from storage.similar import similar_images
+
+    try:
+        phash = image_phash(image.read_bytes())
+    except FileNotFoundError:
+        _fail(f"{image}: no such file")
+    except MediaDecodeError as exc:
+        _fail(f"{image}: {exc}")
+    rows = similar_images(_open_store(db), phash, max_distance=max_distance, limit=limit)
+    if as_json:
+        typer.echo(json.dumps({"query_phash": phash, "matches": rows}, indent=2, ensure_ascii=False, default=str))
+    else:
+        print_similar(console, phash, rows)
+
+
+# -- scan ----------------------------------------------------------------------------------------
+@app.command("scan")
+def scan(
+    inputs: list[str] = typer.Argument(..., help="Files or http(s) URLs"),
+    model: Optional[str] = typer.Option(None, help="Classifier (hub id or local path); default: the demo model if built"),
+    threshold: float = typer.Option(0.5),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per input, one per line"),
+    allow_network: list[str] = typer.Option([], "--allow-network", help="CIDR that URLs may resolve to (e.g. 127.0.0.0/8)"),
+) -> None:
+    """Analyse files or URLs without a campaign."""
+    from orchestrator.scan import scan_inputs
+
+    model = model or _default_model()
+    for result in scan_inputs(inputs, model=model, threshold=threshold, allow_networks=tuple(allow_network)):
+        if as_json:
+            typer.echo(json.dumps(result, ensure_ascii=False, default=str))
+        else:
+            from orchestrator.progress import print_scan
+
+            print_scan(console, result)
+
+
+DEMO_MODEL = "var/models/demo-detector"
+
+
+def _default_model() -> Optional[str]:
+    return DEMO_MODEL if (Path(DEMO_MODEL) / "config.json").exists() else None
+
+
+# -- detectors -----------------------------------------------------------------------------------
+@detectors_app.command("train")
+def detectors_train(
+    data: Path = typer.Option(..., help="ImageFolder with real/ and fake/ subfolders"),
+    out: Path = typer.Option(..., help="Where to save the model"),
+    base_model: Optional[str] = typer.Option(None, help="Checkpoint to fine-tune (hub id or path); default: a small model from a config"),
+    epochs: Optional[int] = typer.Option(None),
+) -> None:
+    """Train a real/fake image classifier on an ImageFolder."""
+    from detectors.train import train_classifier
+
+    if not (data / "real").is_dir() or not (data / "fake").is_dir():
+        _fail(f"{data}: expected subfolders real/ and fake/")
+    kwargs: dict[str, Any] = {"base_model": base_model}
+    if epochs is not None:
+        kwargs["epochs"] = epochs
+    metrics = train_classifier(data, out, **kwargs)
+    console.print_json(json.dumps(metrics, default=str))
+
+
+@detectors_app.command("train-demo")
+def detectors_train_demo(out: Path = typer.Option(Path(DEMO_MODEL), help="Where to save the demo model")) -> None:
+    """Generate the demo training set and train the demo model (skipped if it exists)."""
+    from detectors.train import ensure_demo_model
+
+    path = ensure_demo_model(out)
+    console.print(f"demo model ready at {path}")
+
+
+# -- demo platform -------------------------------------------------------------------------------
+@demo_app.command("serve")
+def demo_serve(
+    seed: int = typer.Option(7),
+    posts: int = typer.Option(120),
+    port: int = typer.Option(8377),
+    host: str = typer.Option("127.0.0.1"),
+) -> None:
+    """Serve the bundled demo social network until interrupted."""
+    import time
+
+    from demo_platform.server import DemoPlatform
+    from demo_platform.world import build_world
+
+    platform = DemoPlatform(build_world(seed=seed, n_posts=posts))
+    url = platform.start(host=host, port=port)
+    console.print(f"demo platform at {url}  (Ctrl-C to stop)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        platform.stop()
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

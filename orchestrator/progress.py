@@ -1,0 +1,145 @@
+"""What people see in the terminal: live progress, the run summary, evidence tables."""
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+
+_STAGES = (
+    ("posts_seen", "posts"),
+    ("media_fetched", "media fetched"),
+    ("unique", "unique"),
+    ("duplicates_near", "near-duplicates"),
+    ("analysed", "analysed"),
+    ("evidence_written", "evidence"),
+    ("dropped", "dropped"),
+)
+
+
+class LiveProgress:
+    """A live table of stage counters; a no-op when output is not a terminal (CI logs)."""
+
+    def __init__(self, console: Console, enabled: bool = True):
+        self.console = console
+        self.enabled = enabled
+        self._live: Live | None = None
+        self._last = 0.0
+
+    def __enter__(self) -> "LiveProgress":
+        if self.enabled:
+            self._live = Live(self._table(Counter()), console=self.console, refresh_per_second=4, transient=True)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._live is not None:
+            self._live.__exit__(*exc)
+
+    def update(self, counts: Counter) -> None:
+        if self._live is not None:
+            self._live.update(self._table(counts))
+
+    @staticmethod
+    def _table(counts: Counter) -> Table:
+        table = Table(title="campaign running", show_header=False)
+        for key, label in _STAGES:
+            table.add_row(label, str(counts.get(key, 0)))
+        return table
+
+
+def print_summary(console: Console, report: dict[str, Any], tz: str = "UTC") -> None:
+    c = report["counts"]
+    table = Table(title=f"campaign {escape(report['campaign'])}: finished in {report['seconds']:.0f} s")
+    table.add_column("stage")
+    table.add_column("count", justify="right")
+    for key in ("posts", "posts_new", "media_refs", "media_fetched", "unique", "duplicates_exact",
+                "duplicates_near", "analysed", "flagged", "needs_review", "evidence_written", "captures", "dropped"):
+        table.add_row(key.replace("_", " "), str(c.get(key, 0)))
+    console.print(table)
+    if report.get("drops"):
+        drops = Table(title="dropped, by reason")
+        drops.add_column("stage")
+        drops.add_column("reason")
+        drops.add_column("count", justify="right")
+        for stage, reasons in report["drops"].items():
+            for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
+                drops.add_row(stage, escape(reason), str(n))
+        console.print(drops)
+    gt = report.get("ground_truth")
+    if gt:
+        console.print(
+            f"demo ground truth: recall [bold]{gt['recall']}[/] of {gt['planted_fakes']} planted fakes, "
+            f"precision [bold]{gt['precision']}[/], real media flagged [bold]{gt['real_flagged_rate']}[/] "
+            f"of {gt['planted_real']}; recall by kind {gt['recall_by_kind']}"
+        )
+
+
+def _local(value: Any, tz: str) -> str:
+    if isinstance(value, datetime):
+        return value.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M %Z")
+    return str(value or "")
+
+
+def print_evidence_table(console: Console, rows: list[dict[str, Any]], tz: str = "UTC") -> None:
+    table = Table(title=f"{len(rows)} evidence record(s)")
+    for col in ("id", "verdict", "score", "platform", "account", "posted", "post", "media sha256"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            str(r["id"]), r["verdict"], "" if r["score"] is None else f"{r['score']:.2f}", escape(r["platform"]),
+            escape(r["account"]), _local(r["posted_at"], tz), escape(r["post_url"]), r["media_sha256"][:12],
+        )
+    console.print(table)
+
+
+def print_evidence_detail(console: Console, rec: dict[str, Any], tz: str = "UTC") -> None:
+    post, media = rec["post"], rec["media"]
+    console.print(f"[bold]evidence #{rec['id']}[/]  verdict [bold]{rec['verdict']}[/]  score {rec['score']}")
+    console.print(f"post      {escape(post['url'])} by {escape(post['account'])} ({post['platform']}), posted {_local(post['created_at'], tz)}")
+    console.print(f"text      {escape(post['text'])}")
+    console.print(f"media     {escape(media['url'])} ({media['kind']}, {media['mime']}, {media['size']} bytes)")
+    console.print(f"sha256    {media['sha256']}   pHash {media['phash']}")
+    console.print(f"captured  {_local(rec['captured_at'], tz)}   screenshot {rec['screenshot_sha256'] or '-'}")
+    if rec["matched_sha256"]:
+        console.print(f"re-upload of {rec['matched_sha256']} (distance {rec['match_distance']})")
+    for reason in rec["reasons"]:
+        console.print(f"  - {escape(reason)}")
+    det = Table(title="detections")
+    for col in ("detector", "version", "model", "weights", "outcome", "score", "threshold"):
+        det.add_column(col)
+    for d in rec["detections"]:
+        det.add_row(d["detector"], d["version"], escape(str(d["model_id"] or "")), (d["weights_digest"] or "")[:12],
+                    d["outcome"], "" if d["score"] is None else f"{d['score']:.3f}", str(d["threshold"] or ""))
+    console.print(det)
+    sights = Table(title="sightings")
+    for col in ("platform", "account", "post", "seen"):
+        sights.add_column(col)
+    for s in rec["sightings"]:
+        sights.add_row(s["platform"], escape(s["account"]), escape(s["post_url"]), _local(s["seen_at"], tz))
+    console.print(sights)
+
+
+def print_similar(console: Console, phash: str, rows: list[dict[str, Any]]) -> None:
+    table = Table(title=f"near-duplicates of pHash {phash}")
+    for col in ("distance", "sha256", "verdict", "copy of", "example post"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(str(r["distance"]), r["sha256"][:16], str(r["verdict"] or "-"), (r["duplicate_of"] or "")[:12],
+                      escape(str(r["example_post"] or "")))
+    console.print(table)
+
+
+def print_scan(console: Console, result: dict[str, Any]) -> None:
+    if result.get("error"):
+        console.print(f"[red]{escape(result['input'])}[/]: {escape(result['error'])}")
+        return
+    v = result["verdict"]
+    console.print(f"[bold]{escape(result['input'])}[/]  {v['band']}  score {v['score']}  sha256 {result['sha256'][:16]}")
+    for reason in v["reasons"]:
+        console.print(f"  - {escape(reason)}")

@@ -1,0 +1,61 @@
+"""`deepwatch scan`: analyse files or URLs without a campaign, in this process (no Ray)."""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from agents.base import Drop, MediaRef
+
+
+def scan_inputs(
+    inputs: list[str], *, model: str | None, threshold: float = 0.5, allow_networks: tuple[str, ...] = ()
+) -> Iterator[dict[str, Any]]:
+    from detectors.base import MediaInput
+    from detectors.hashing import MediaDecodeError, probe_media
+    from detectors.pipeline import DetectionPipeline
+
+    pipeline = DetectionPipeline(classifier_model=model, threshold=threshold, review_threshold=min(0.3, threshold))
+    fetcher = None
+    try:
+        for item in inputs:
+            result: dict[str, Any] = {"input": item}
+            if item.startswith(("http://", "https://")):
+                if fetcher is None:
+                    from agents.fetch import FetchPolicy, Fetcher
+
+                    fetcher = Fetcher(FetchPolicy(allow_networks=allow_networks))
+                got = fetcher.fetch_media(MediaRef(url=item, kind="image"))
+                if isinstance(got, Drop):
+                    yield {**result, "error": f"{got.reason}: {got.detail}".rstrip(": ")}
+                    continue
+                data, declared, _ = got
+            else:
+                try:
+                    data, declared = Path(item).read_bytes(), None
+                except OSError as exc:
+                    yield {**result, "error": f"cannot read file: {exc.strerror or exc}"}
+                    continue
+            sha = hashlib.sha256(data).hexdigest()
+            try:
+                info = probe_media(data, declared)
+            except MediaDecodeError as exc:
+                yield {**result, "sha256": sha, "error": str(exc)}
+                continue
+            analysis = pipeline.analyse([MediaInput(sha256=sha, kind=info.kind, data=data, mime=info.mime)])[0]
+            v = analysis.verdict
+            yield {
+                **result,
+                "sha256": sha,
+                "kind": info.kind,
+                "mime": info.mime,
+                "size": len(data),
+                "phash": info.phash,
+                "frame_hashes": list(info.frame_hashes),
+                "detections": [d.to_dict() for d in analysis.detections],
+                "verdict": {"band": v.band, "score": v.score, "reasons": list(v.reasons)},
+            }
+    finally:
+        if fetcher is not None:
+            fetcher.close()

@@ -1,0 +1,196 @@
+"""The campaign spec: typed, validated once, with errors that name the file and the field.
+
+A spec is a YAML file a monitoring team writes. Unknown keys are errors (a typo must not turn
+a setting silently off). Times without a zone are refused: an election window is a legal fact
+and "midnight" means nothing without a zone. Times are kept in UTC; `window.timezone` is the
+zone they are shown in.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_DATABASE = "sqlite:///var/deepwatch.db"
+DEFAULT_BLOBS = "var/blobs"
+EMBEDDED = "embedded"  # a source base_url that means "the bundled demo platform, started for this run"
+
+
+class SpecError(ValueError):
+    """A campaign file that cannot be used; the message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Window(_Strict):
+    start: datetime | None = None
+    end: datetime | None = None
+    timezone: str = "UTC"
+
+    @field_validator("start", "end")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            raise ValueError("needs a time zone, e.g. 2026-06-03T18:00:00+09:00")
+        return v.astimezone(timezone.utc) if v is not None else None
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (use an IANA name like Asia/Seoul)") from None
+        return v
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Window":
+        if self.start and self.end and self.end <= self.start:
+            raise ValueError("window.end must be after window.start")
+        return self
+
+    def contains(self, when: datetime) -> bool:
+        return (self.start is None or when >= self.start) and (self.end is None or when < self.end)
+
+
+class Source(_Strict):
+    name: str = Field(min_length=1)
+    type: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    # Which of the campaign's terms this source searches; default: all keywords and hashtags.
+    terms: list[str] | None = None
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, v: str) -> str:
+        from agents.registry import AGENT_TYPES
+
+        if v not in AGENT_TYPES:
+            raise ValueError(f"unknown source type {v!r}; known: {', '.join(sorted(AGENT_TYPES))}")
+        return v
+
+
+class Limits(_Strict):
+    max_posts: int = Field(default=10_000, gt=0)
+    max_bytes: int = Field(default=5_000_000_000, gt=0)  # media bytes fetched in one run
+    max_seconds: float = Field(default=3600, gt=0)
+    max_media_bytes: int = Field(default=200_000_000, gt=0)  # one file
+
+
+class Classifier(_Strict):
+    model: str  # a Hugging Face hub id or a local path
+    fake_label: str = "fake"
+    threshold: float = Field(default=0.5, ge=0, le=1)
+    review_threshold: float = Field(default=0.3, ge=0, le=1)
+    batch_size: int = Field(default=32, gt=0)
+    revision: str | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Classifier":
+        if self.review_threshold > self.threshold:
+            raise ValueError("review_threshold must not be above threshold")
+        return self
+
+
+class Detectors(_Strict):
+    classifier: Classifier | None = None
+    c2pa: bool = True
+    watermark: bool = True
+    video_frames: int = Field(default=8, gt=0, le=256)
+    # Near-duplicate thresholds (pHash Hamming distance, 64-bit hashes).
+    phash_max_distance: int = Field(default=10, ge=0, le=32)
+
+
+class Storage(_Strict):
+    database: str = DEFAULT_DATABASE
+    blobs: str = DEFAULT_BLOBS
+
+
+class Network(_Strict):
+    allow_networks: list[str] = Field(default_factory=list)  # CIDRs; the demo allows loopback
+    contact_url: str = "https://github.com/deepwatch/deepwatch"
+    timeout_s: float = Field(default=30, gt=0)
+
+
+class DemoPlatform(_Strict):
+    seed: int = 7
+    posts: int = Field(default=120, gt=0)
+
+
+class Scaling(_Strict):
+    fetch_actors: int = Field(default=2, gt=0)
+    detector_actors: int = Field(default=1, gt=0)
+    capture_evidence: bool = True  # screenshot every flagged post in the browser
+
+
+class CampaignSpec(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[\w.\-]+$")
+    description: str = ""
+    keywords: list[str] = Field(default_factory=list)
+    hashtags: list[str] = Field(default_factory=list)
+    sources: list[Source] = Field(min_length=1)
+    window: Window = Window()
+    limits: Limits = Limits()
+    detectors: Detectors = Detectors()
+    storage: Storage = Storage()
+    network: Network = Network()
+    demo_platform: DemoPlatform = DemoPlatform()
+    scaling: Scaling = Scaling()
+
+    @model_validator(mode="after")
+    def _has_terms(self) -> "CampaignSpec":
+        if not self.keywords and not self.hashtags and not any(s.terms for s in self.sources):
+            raise ValueError("a campaign needs keywords, hashtags or per-source terms")
+        names = [s.name for s in self.sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"source names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    def terms_for(self, source: Source) -> list[str]:
+        if source.terms:
+            return list(source.terms)
+        return list(self.keywords) + ["#" + h.lstrip("#") for h in self.hashtags]
+
+    def uses_embedded_platform(self) -> bool:
+        return any(s.params.get("base_url") == EMBEDDED for s in self.sources)
+
+
+def load_spec(path: str | Path) -> tuple[CampaignSpec, str]:
+    """Read and validate a campaign file; returns the spec and its text (saved with the run)."""
+    path = Path(path)
+    try:
+        text = path.read_text("utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such campaign file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: cannot read: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: expected a mapping of settings at the top level, got {type(data).__name__}")
+    return parse_spec(data, origin=str(path)), text
+
+
+def parse_spec(data: dict[str, Any], origin: str = "<spec>") -> CampaignSpec:
+    try:
+        return CampaignSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_describe(exc, origin)) from None
+
+
+def _describe(exc: ValidationError, origin: str) -> str:
+    lines = [f"{origin}: invalid campaign spec ({exc.error_count()} problem(s)):"]
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = "unknown key (not a setting; check the spelling)" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"  - field '{where}': {msg}")
+    return "\n".join(lines)

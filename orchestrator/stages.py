@@ -1,0 +1,172 @@
+"""The pipeline's stages as plain classes: each can be unit-tested on one batch without Ray.
+
+Ray turns them into actors in `orchestrator/wiring.py`; nothing here imports Ray. Stages talk
+through the blob store (a path every worker can reach) and small picklable records, so media
+bytes never travel through the Ray object store.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents.base import Drop, MediaRef, Page
+from storage.blobs import BlobStore
+
+
+@dataclass(frozen=True)
+class FetchPolicySpec:
+    """What a worker needs to build its Fetcher (kept plain so it pickles across Ray)."""
+
+    allow_networks: tuple[str, ...] = ()
+    contact_url: str = ""
+    timeout_s: float = 30.0
+    max_bytes: int = 200_000_000
+
+    def build(self) -> Any:
+        from agents.fetch import FetchPolicy, Fetcher
+
+        ua = f"deepwatch/0.1 (+{self.contact_url})" if self.contact_url else None
+        kwargs: dict[str, Any] = dict(
+            allow_networks=self.allow_networks, timeout_s=self.timeout_s, max_bytes=self.max_bytes
+        )
+        if ua:
+            kwargs["user_agent"] = ua
+        return Fetcher(FetchPolicy(**kwargs))
+
+
+@dataclass(frozen=True)
+class MediaRecord:
+    """A fetched, probed media item: what the dedup stage and the database need."""
+
+    url: str
+    sha256: str
+    kind: str
+    mime: str
+    size: int
+    width: int | None
+    height: int | None
+    duration_s: float | None
+    phash: str | None
+    frame_hashes: tuple[str, ...]
+
+
+@dataclass
+class PageResult:
+    source: str
+    term: str
+    page: Page | None
+    drops: list[Drop] = field(default_factory=list)
+    error: str | None = None  # the source failed; the campaign goes on with the others
+
+
+class CrawlStage:
+    """One source: its agent, asked page by page."""
+
+    def __init__(self, source_name: str, agent_type: str, params: dict[str, Any], policy: FetchPolicySpec, blobs_root: str):
+        from agents.registry import build_agent
+
+        self.source_name = source_name
+        self.fetcher = policy.build()
+        self.agent = build_agent(agent_type, params, fetcher=self.fetcher, blobs=BlobStore(blobs_root))
+
+    def page(self, term: str, cursor: str | None) -> PageResult:
+        from agents.errors import SourceError
+
+        try:
+            page = self.agent.fetch_page(term, cursor)
+        except SourceError as exc:
+            return PageResult(self.source_name, term, None, error=str(exc))
+        drops = list(getattr(getattr(self.agent, "stats", None), "drops", []) or [])
+        if drops:
+            self.agent.stats.drops.clear()
+        return PageResult(self.source_name, term, page, drops=drops)
+
+    def close(self) -> None:
+        self.agent.close()
+        self.fetcher.close()
+
+
+class FetchStage:
+    """Fetch media bytes into the blob store and probe them (type, size, perceptual hashes)."""
+
+    def __init__(self, policy: FetchPolicySpec, blobs_root: str):
+        self.fetcher = policy.build()
+        self.blobs = BlobStore(blobs_root)
+
+    def run(self, refs: list[MediaRef]) -> list[MediaRecord | Drop]:
+        from detectors.hashing import MediaDecodeError, probe_media
+
+        out: list[MediaRecord | Drop] = []
+        for ref in refs:
+            result = self.fetcher.fetch_media(ref)
+            if isinstance(result, Drop):
+                out.append(result)
+                continue
+            data, declared_mime, _final_url = result
+            try:
+                info = probe_media(data, declared_mime)
+            except MediaDecodeError as exc:
+                out.append(Drop("probe", str(exc), ref.url, f"declared {declared_mime}"))
+                continue
+            sha = self.blobs.put(data)
+            out.append(
+                MediaRecord(
+                    url=ref.url,
+                    sha256=sha,
+                    kind=info.kind,
+                    mime=info.mime,
+                    size=len(data),
+                    width=info.width,
+                    height=info.height,
+                    duration_s=info.duration_s,
+                    phash=info.phash,
+                    frame_hashes=tuple(info.frame_hashes),
+                )
+            )
+        return out
+
+    def close(self) -> None:
+        self.fetcher.close()
+
+
+class DetectStage:
+    """The detector fleet's unit: a loaded DetectionPipeline reading media from the blob store."""
+
+    def __init__(self, pipeline_kwargs: dict[str, Any], blobs_root: str):
+        from detectors.pipeline import DetectionPipeline
+
+        self.pipeline = DetectionPipeline(**pipeline_kwargs)
+        self.blobs = BlobStore(blobs_root)
+
+    def describe(self) -> list[dict[str, Any]]:
+        return self.pipeline.describe()
+
+    def run(self, items: list[tuple[str, str, str]]) -> list[Any]:
+        """items: (sha256, kind, mime). Returns one Analysis per item, in order."""
+        from detectors.base import MediaInput
+
+        inputs = [MediaInput(sha256=sha, kind=kind, data=self.blobs.get(sha), mime=mime) for sha, kind, mime in items]  # type: ignore[arg-type]
+        return self.pipeline.analyse(inputs)
+
+
+class CaptureStage:
+    """Evidence capture: a real browser opens each flagged post and keeps a full-page screenshot."""
+
+    def __init__(self, blobs_root: str, nav_timeout_s: float = 20.0):
+        from agents.browser import BrowserAgent
+
+        self.browser = BrowserAgent("", BlobStore(blobs_root), nav_timeout_s=nav_timeout_s)
+
+    def run(self, urls: list[str]) -> list[Any]:
+        from agents.errors import SourceError
+
+        out: list[Any] = []
+        for url in urls:
+            try:
+                out.append(self.browser.capture(url))
+            except SourceError as exc:
+                out.append(Drop("capture", "capture failed", url, str(exc)))
+        return out
+
+    def close(self) -> None:
+        self.browser.close()

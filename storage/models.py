@@ -1,0 +1,159 @@
+"""The evidence database schema (SQLModel; SQLite by default, PostgreSQL by URL).
+
+Natural keys make every write idempotent: a post is (platform, post_id), a media item is the
+sha256 of its bytes, a sighting is (media, post, url), a detection is (media, detector, model,
+weights digest), an evidence record is (media, post). Retries and re-runs can therefore never
+create duplicates. Times are stored in UTC.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from sqlalchemy import JSON, Column, DateTime, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _utc_column(**kw: Any) -> Any:
+    return Field(sa_column=Column(DateTime(timezone=True), **kw))
+
+
+class Campaign(SQLModel, table=True):
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True)
+    spec_yaml: str = Field(sa_column=Column(Text, nullable=False))
+    spec_sha256: str
+    status: str = "created"  # created | running | finished | failed
+    created_at: datetime = _utc_column(nullable=False, default=utcnow)
+    updated_at: datetime = _utc_column(nullable=False, default=utcnow)
+    last_report: Optional[dict] = Field(default=None, sa_column=Column(JSON))
+
+
+class SourceCursor(SQLModel, table=True):
+    """Where a source's crawl got to, so a re-run fetches only what is new."""
+
+    __table_args__ = (UniqueConstraint("campaign_id", "source", "term"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    source: str
+    term: str
+    cursor: Optional[str] = None
+    last_post_id: Optional[str] = None
+    updated_at: datetime = _utc_column(nullable=False, default=utcnow)
+
+
+class Post(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("platform", "post_id"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    platform: str = Field(index=True)
+    post_id: str
+    url: str
+    account: str = Field(index=True)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    lang: Optional[str] = None
+    hashtags: list = Field(default_factory=list, sa_column=Column(JSON))
+    # The hashtags as plain text (" tag1 tag2 "): JSON columns escape non-ASCII, so a LIKE search
+    # for a Korean hashtag needs this copy.
+    search_tags: str = ""
+    created_at: datetime = _utc_column(nullable=False)
+    first_seen_at: datetime = _utc_column(nullable=False, default=utcnow)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    source: str = ""
+    screenshot_sha256: Optional[str] = None
+
+
+class Media(SQLModel, table=True):
+    sha256: str = Field(primary_key=True, max_length=64)
+    kind: str  # image | video
+    mime: str
+    size: int
+    width: Optional[int] = None
+    height: Optional[int] = None
+    duration_s: Optional[float] = None
+    phash: Optional[str] = Field(default=None, index=True)
+    frame_hashes: list = Field(default_factory=list, sa_column=Column(JSON))
+    first_seen_at: datetime = _utc_column(nullable=False, default=utcnow)
+    # Near-duplicate of an earlier item: its verdict is reused and no detector runs on this one.
+    duplicate_of: Optional[str] = Field(default=None, foreign_key="media.sha256", index=True)
+    duplicate_distance: Optional[float] = None
+    verdict: Optional[str] = Field(default=None, index=True)  # fusion band
+    score: Optional[float] = None
+    reasons: list = Field(default_factory=list, sa_column=Column(JSON))
+    analysed_at: Optional[datetime] = _utc_column(nullable=True)
+
+
+class Sighting(SQLModel, table=True):
+    """A media item seen in a post at a time."""
+
+    __table_args__ = (UniqueConstraint("media_sha256", "post_pk", "media_url"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    media_sha256: str = Field(foreign_key="media.sha256", index=True)
+    post_pk: int = Field(foreign_key="post.id", index=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    media_url: str
+    position: int = 0
+    seen_at: datetime = _utc_column(nullable=False, default=utcnow)
+
+
+class Detection(SQLModel, table=True):
+    __table_args__ = (
+        UniqueConstraint("media_sha256", "detector", "model_key"),
+        Index("ix_detection_media", "media_sha256"),
+    )
+    id: Optional[int] = Field(default=None, primary_key=True)
+    media_sha256: str = Field(foreign_key="media.sha256")
+    detector: str
+    version: str
+    # model id + weights digest ("" for detectors without a model): a new model adds a row.
+    model_key: str = ""
+    model_id: Optional[str] = None
+    model_revision: Optional[str] = None
+    weights_digest: Optional[str] = None
+    outcome: str
+    score: Optional[float] = None
+    threshold: Optional[float] = None
+    reasons: list = Field(default_factory=list, sa_column=Column(JSON))
+    details: dict = Field(default_factory=dict, sa_column=Column(JSON))
+    created_at: datetime = _utc_column(nullable=False, default=utcnow)
+
+
+class Evidence(SQLModel, table=True):
+    """One flagged media item in one post: the unit a takedown request is about."""
+
+    __table_args__ = (UniqueConstraint("media_sha256", "post_pk"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    media_sha256: str = Field(foreign_key="media.sha256", index=True)
+    post_pk: int = Field(foreign_key="post.id", index=True)
+    platform: str = Field(index=True)
+    post_id: str
+    post_url: str
+    account: str
+    media_url: str
+    captured_at: datetime = _utc_column(nullable=False, default=utcnow)
+    screenshot_sha256: Optional[str] = None
+    capture_html_sha256: Optional[str] = None
+    phash: Optional[str] = None
+    verdict: str = Field(index=True)
+    score: Optional[float] = Field(default=None, index=True)
+    reasons: list = Field(default_factory=list, sa_column=Column(JSON))
+    # Set when the item was flagged as a re-upload of an already judged fake.
+    matched_sha256: Optional[str] = None
+    match_distance: Optional[float] = None
+    created_at: datetime = _utc_column(nullable=False, default=utcnow)
+
+
+class TakedownRequest(SQLModel, table=True):
+    id: Optional[int] = Field(default=None, primary_key=True)
+    evidence_id: int = Field(foreign_key="evidence.id", index=True)
+    platform: str
+    status: str = "drafted"  # drafted | sent | acknowledged | removed | refused
+    packet_path: Optional[str] = None
+    packet_sha256: Optional[str] = None
+    created_at: datetime = _utc_column(nullable=False, default=utcnow)
+    updated_at: datetime = _utc_column(nullable=False, default=utcnow)
+    notes: str = ""

@@ -1,0 +1,77 @@
+"""Campaign spec validation: clear errors naming the file and the field."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.spec import SpecError, load_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+GOOD = """
+name: t1
+keywords: ["선거"]
+hashtags: ["#election2026"]
+window: {start: 2026-05-01T00:00:00+09:00, end: 2026-06-03T18:00:00+09:00, timezone: Asia/Seoul}
+sources:
+  - {name: api, type: demo_api, params: {base_url: embedded}}
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "campaign.yaml"
+    p.write_text(text, "utf-8")
+    return p
+
+
+def test_example_campaign_is_valid():
+    spec, text = load_spec(ROOT / "examples" / "demo.yaml")
+    assert spec.name == "demo-election-2026" and "sources" in text
+    assert spec.uses_embedded_platform()
+    assert spec.detectors.classifier.model == "var/models/demo-detector"
+
+
+def test_good_spec_normalises_times_and_terms(tmp_path):
+    spec, _ = load_spec(_write(tmp_path, GOOD))
+    assert spec.window.start.utcoffset().total_seconds() == 0
+    assert spec.window.start.hour == 15  # 00:00 KST is 15:00 UTC the day before
+    assert spec.terms_for(spec.sources[0]) == ["선거", "#election2026"]
+
+
+@pytest.mark.parametrize(
+    "mutation, field, words",
+    [
+        (("keywords:", "keywrods:"), "keywrods", "unknown key"),
+        (("type: demo_api", "type: nosuch"), "sources.0.type", "unknown source type"),
+        (("+09:00, end", ", end"), "window.start", "time zone"),
+        (("Asia/Seoul", "Mars/Olympus"), "window.timezone", "unknown time zone"),
+        (("name: t1", "name: 'bad name/'"), "name", "pattern"),
+    ],
+)
+def test_bad_fields_are_named(tmp_path, mutation, field, words):
+    path = _write(tmp_path, GOOD.replace(*mutation))
+    with pytest.raises(SpecError) as exc:
+        load_spec(path)
+    msg = str(exc.value)
+    assert str(path) in msg and f"field '{field}'" in msg and words in msg
+
+
+def test_window_order_and_terms_required(tmp_path):
+    with pytest.raises(SpecError, match="window.end must be after"):
+        load_spec(_write(tmp_path, GOOD.replace("end: 2026-06-03T18:00:00+09:00", "end: 2026-04-03T18:00:00+09:00")))
+    with pytest.raises(SpecError, match="needs keywords"):
+        load_spec(_write(tmp_path, GOOD.replace('keywords: ["선거"]', "").replace('hashtags: ["#election2026"]', "")))
+
+
+def test_malformed_files(tmp_path):
+    with pytest.raises(SpecError, match="no such campaign file"):
+        load_spec(tmp_path / "missing.yaml")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(_write(tmp_path, "name: [unclosed"))
+    with pytest.raises(SpecError, match="expected a mapping"):
+        load_spec(_write(tmp_path, "- just\n- a list\n"))
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes(b"name: \xff\xfe")
+    with pytest.raises(SpecError, match="cannot read"):
+        load_spec(bad)
