@@ -79,10 +79,13 @@ class CampaignRun:
     def _start_embedded_platform(self, stack: ExitStack) -> str | None:
         if not self.spec.uses_embedded_platform():
             return None
-        from demo_platform.server import DemoPlatform
-        from demo_platform.world import build_world
+        from pathlib import Path
 
-        world = build_world(seed=self.spec.demo_platform.seed, n_posts=self.spec.demo_platform.posts)
+        from demo_platform.cache import load_world
+        from demo_platform.server import DemoPlatform
+
+        demo = self.spec.demo_platform
+        world = load_world(demo.seed, demo.posts, Path(self.spec.storage.blobs).parent / "demo-world")
         self.platform = DemoPlatform(world)
         base_url = self.platform.start()
         stack.callback(self.platform.stop)
@@ -140,9 +143,12 @@ class CampaignRun:
 
         pending: dict[Any, tuple[str, Any]] = {}  # ObjectRef -> (kind, context)
         fetch_queue: deque[MediaRef] = deque()
-        detect_queue: deque[tuple[str, str, str]] = deque(
-            (m.sha256, m.kind, m.mime) for m in store.unanalysed_media()  # left over by a crashed run
-        )
+        # Work left over by an interrupted run: canonical items get the full analysis, near
+        # duplicates the provenance checks only.
+        detect_queue: deque[tuple[str, str, str]] = deque()
+        provenance_queue: deque[tuple[str, str, str]] = deque()
+        for media in store.unanalysed_media():
+            (provenance_queue if media.duplicate_of else detect_queue).append((media.sha256, media.kind, media.mime))
         queued_urls: set[str] = set()
         load: Counter[tuple[str, int]] = Counter()  # in-flight calls per fetcher / detector index
         bytes_used = 0
@@ -167,13 +173,14 @@ class CampaignRun:
                 load[("f", i)] += 1
             crawl_or_fetch_busy = any(kind in ("crawl", "fetch") for kind, _ in pending.values())
             batch_size = spec.detectors.classifier.batch_size if spec.detectors.classifier else 32
-            while detect_queue and (len(detect_queue) >= batch_size or not crawl_or_fetch_busy):
-                i = min(range(len(detector_pool)), key=lambda k: load[("d", k)])
-                if load[("d", i)] >= _INFLIGHT_PER_ACTOR:
-                    break
-                batch = [detect_queue.popleft() for _ in range(min(batch_size, len(detect_queue)))]
-                pending[detector_pool[i].run.remote(batch)] = ("detect", (i, batch))
-                load[("d", i)] += 1
+            for queue, provenance_only in ((detect_queue, False), (provenance_queue, True)):
+                while queue and (len(queue) >= batch_size or not crawl_or_fetch_busy):
+                    i = min(range(len(detector_pool)), key=lambda k: load[("d", k)])
+                    if load[("d", i)] >= _INFLIGHT_PER_ACTOR:
+                        break
+                    batch = [queue.popleft() for _ in range(min(batch_size, len(queue)))]
+                    pending[detector_pool[i].run.remote(batch, provenance_only)] = ("detect", (i, batch, provenance_only))
+                    load[("d", i)] += 1
 
         schedule()  # work left by an earlier, interrupted run can start at once
         while pending:
@@ -197,7 +204,7 @@ class CampaignRun:
                         self._drop(item)
                         continue
                     bytes_used += item.size
-                    self._on_media(item, index, detect_queue, sightings_waiting)
+                    self._on_media(item, index, detect_queue, provenance_queue, sightings_waiting)
             elif kind == "detect":
                 load[("d", ctx[0])] -= 1
                 if isinstance(result, Exception):
@@ -207,7 +214,7 @@ class CampaignRun:
                 for analysis in result:
                     v = analysis.verdict
                     store.save_analysis(analysis.sha256, analysis.detections, v.band, v.score, v.reasons)
-                    self._count("analysed")
+                    self._count("provenance_checked" if ctx[2] else "analysed")
                     if any(d.outcome == "error" for d in analysis.detections):
                         for d in analysis.detections:
                             if d.outcome == "error":
@@ -273,7 +280,8 @@ class CampaignRun:
         if self.store.add_sighting(media_sha256=sha, post_pk=post_pk, campaign_id=self.campaign_id, media_url=url, position=position):
             self._count("sightings_new")
 
-    def _on_media(self, item: MediaRecord, index: PerceptualIndex, detect_queue: deque, sightings_waiting: dict) -> None:
+    def _on_media(self, item: MediaRecord, index: PerceptualIndex, detect_queue: deque, provenance_queue: deque,
+                  sightings_waiting: dict) -> None:
         self._count("media_fetched")
         self.url_sha[item.url] = item.sha256
         created = self.store.upsert_media(
@@ -298,6 +306,7 @@ class CampaignRun:
         if match is not None:
             self.store.mark_duplicate(item.sha256, match.sha256, match.distance)
             self._count("duplicates_near")
+            provenance_queue.append((item.sha256, item.kind, item.mime))
             return
         if item.kind == "image" and item.phash:
             index.add_image(item.sha256, item.phash)
@@ -370,6 +379,7 @@ class CampaignRun:
                 "duplicates_exact": c["duplicates_exact"],
                 "duplicates_near": c["duplicates_near"],
                 "analysed": c["analysed"],
+                "provenance_checked": c["provenance_checked"],
                 "evidence_written": c["evidence_written"],
                 "captures": c["captures"],
                 "dropped": c["dropped"],

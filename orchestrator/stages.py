@@ -141,12 +141,12 @@ class DetectStage:
     def describe(self) -> list[dict[str, Any]]:
         return self.pipeline.describe()
 
-    def run(self, items: list[tuple[str, str, str]]) -> list[Any]:
+    def run(self, items: list[tuple[str, str, str]], provenance_only: bool = False) -> list[Any]:
         """items: (sha256, kind, mime). Returns one Analysis per item, in order."""
         from detectors.base import MediaInput
 
         inputs = [MediaInput(sha256=sha, kind=kind, data=self.blobs.get(sha), mime=mime) for sha, kind, mime in items]  # type: ignore[arg-type]
-        return self.pipeline.analyse(inputs)
+        return self.pipeline.analyse(inputs, provenance_only=provenance_only)
 
 
 class CaptureStage:

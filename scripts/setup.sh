@@ -29,13 +29,18 @@ fi
 
 $PIP install -q -e ".[test]"
 
-if [ -z "${DEEPWATCH_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1; then
+# The browser agent needs Chromium; evidence screenshots need a Korean font, or Hangul renders
+# as empty boxes.
+need=()
+if [ -z "${DEEPWATCH_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1; then need+=(chromium); fi
+if ! command -v fc-list >/dev/null 2>&1 || [ -z "$(fc-list :lang=ko 2>/dev/null)" ]; then need+=(fonts-nanum); fi
+if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "setup: installing Debian's chromium for the browser agent"
+    echo "setup: installing Debian packages: ${need[*]}"
     apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null
   else
-    echo "setup: Chromium is missing: install your distribution's chromium package (or set DEEPWATCH_CHROMIUM to a Chromium binary)" >&2
+    echo "setup: missing ${need[*]}: install them with your package manager (or set DEEPWATCH_CHROMIUM to a Chromium binary)" >&2
     exit 1
   fi
 fi

@@ -246,15 +246,9 @@ class Store:
             s.commit()
 
     def unanalysed_media(self) -> list[m.Media]:
-        """Canonical items that no detector has judged yet (what a resumed run must still do)."""
+        """Items that no detector has judged yet (what a resumed run must still do)."""
         with self.session() as s:
-            return list(
-                s.exec(
-                    select(m.Media).where(
-                        m.Media.duplicate_of.is_(None), m.Media.verdict.is_(None)  # type: ignore[union-attr]
-                    )
-                ).all()
-            )
+            return list(s.exec(select(m.Media).where(m.Media.verdict.is_(None))).all())  # type: ignore[union-attr]
 
     # -- detections and verdicts ---------------------------------------------------------------
     def save_analysis(

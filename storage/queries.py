@@ -88,9 +88,9 @@ def evidence_detail(store: Store, evidence_id: int) -> dict[str, Any] | None:
         post = s.get(m.Post, ev.post_pk)
         media = s.get(m.Media, ev.media_sha256)
         campaign = s.get(m.Campaign, ev.campaign_id)
-        # Detections belong to the canonical item when this one is a re-upload.
-        judged_sha = media.duplicate_of or media.sha256
-        detections = s.exec(select(m.Detection).where(m.Detection.media_sha256 == judged_sha)).all()
+        # A re-upload's verdict rests on the detections of the copy that judged it; show both.
+        shas = {media.sha256} | ({ev.matched_sha256} if ev.matched_sha256 else set())
+        detections = s.exec(select(m.Detection).where(m.Detection.media_sha256.in_(shas))).all()  # type: ignore[union-attr]
         sightings = s.exec(
             select(m.Sighting, m.Post)
             .join(m.Post, m.Post.id == m.Sighting.post_pk)
@@ -142,6 +142,7 @@ def evidence_detail(store: Store, evidence_id: int) -> dict[str, Any] | None:
             ],
             "detections": [
                 {
+                    "media_sha256": d.media_sha256,
                     "detector": d.detector,
                     "version": d.version,
                     "model_id": d.model_id,
@@ -158,41 +159,67 @@ def evidence_detail(store: Store, evidence_id: int) -> dict[str, Any] | None:
         }
 
 
-def _effective_verdicts(s: Any, campaign_id: int) -> list[tuple[m.Sighting, m.Post, m.Media, m.Media | None]]:
-    """Every sighting of the campaign with its media and, for a re-upload, the item it copies."""
-    from sqlalchemy.orm import aliased
+# How strongly a band speaks for "fake": a cluster of near-duplicates takes its strongest member's.
+BAND_RANK = {"confirmed_ai": 3, "likely_fake": 2, "needs_review": 1, "no_signal": 0}
 
-    canonical = aliased(m.Media)
-    q = (
-        select(m.Sighting, m.Post, m.Media, canonical)
+
+def _cluster_judges(s: Any, roots: set[str]) -> dict[str, m.Media]:
+    """For each cluster root (a canonical item), the member whose verdict speaks strongest.
+
+    A re-upload may carry less evidence than its original (a C2PA manifest or a watermark does
+    not survive a re-encode) or more (the original may be the copy that was crawled second), so
+    every member of a cluster is flagged when any of them is."""
+    if not roots:
+        return {}
+    members = s.exec(
+        select(m.Media).where(or_(m.Media.sha256.in_(roots), m.Media.duplicate_of.in_(roots)))  # type: ignore[union-attr]
+    ).all()
+    best: dict[str, m.Media] = {}
+    for media in members:
+        root = media.duplicate_of or media.sha256
+        key = (BAND_RANK.get(media.verdict or "", -1), media.duplicate_of is None, media.score or 0.0)
+        cur = best.get(root)
+        if cur is None or key > (BAND_RANK.get(cur.verdict or "", -1), cur.duplicate_of is None, cur.score or 0.0):
+            best[root] = media
+    return best
+
+
+def _distance(a: m.Media, b: m.Media) -> float | None:
+    if a.phash and b.phash:
+        return float(bin(int(a.phash, 16) ^ int(b.phash, 16)).count("1"))
+    return b.duplicate_distance if b.duplicate_of == a.sha256 else a.duplicate_distance
+
+
+def _judged_sightings(s: Any, campaign_id: int) -> list[tuple[m.Sighting, m.Post, m.Media, m.Media]]:
+    """Every sighting of the campaign with its media and the cluster member that judges it."""
+    rows = s.exec(
+        select(m.Sighting, m.Post, m.Media)
         .join(m.Post, m.Post.id == m.Sighting.post_pk)
         .join(m.Media, m.Media.sha256 == m.Sighting.media_sha256)
-        .outerjoin(canonical, canonical.sha256 == m.Media.duplicate_of)
         .where(m.Sighting.campaign_id == campaign_id)
-    )
-    return list(s.exec(q).all())
+    ).all()
+    judges = _cluster_judges(s, {media.duplicate_of or media.sha256 for _, _, media in rows})
+    return [(sg, post, media, judges[media.duplicate_of or media.sha256]) for sg, post, media in rows]
 
 
 def campaign_media_verdicts(store: Store, campaign_id: int) -> dict[str, str | None]:
-    """sha256 -> verdict band of every media item the campaign saw (re-uploads inherit theirs)."""
+    """sha256 -> verdict band of every media item the campaign saw (a cluster shares its verdict)."""
     with store.session() as s:
-        return {
-            media.sha256: (canon.verdict if canon is not None else media.verdict)
-            for _sg, _post, media, canon in _effective_verdicts(s, campaign_id)
-        }
+        return {media.sha256: judge.verdict for _sg, _post, media, judge in _judged_sightings(s, campaign_id)}
 
 
 def flagged_sightings(store: Store, campaign_id: int, bands: tuple[str, ...]) -> list[dict[str, Any]]:
     """Evidence rows to write: one per flagged media item per post it appeared in."""
     rows = []
     with store.session() as s:
-        for sg, post, media, canon in _effective_verdicts(s, campaign_id):
-            judged = canon if canon is not None else media
-            if judged.verdict not in bands:
+        for sg, post, media, judge in _judged_sightings(s, campaign_id):
+            if judge.verdict not in bands:
                 continue
-            reasons = list(judged.reasons or [])
-            if canon is not None:
-                reasons.insert(0, f"matches known fake {canon.sha256[:12]} at distance {media.duplicate_distance:g}")
+            reasons = list(judge.reasons or [])
+            matched = judge.sha256 if judge.sha256 != media.sha256 else None
+            distance = _distance(media, judge) if matched else None
+            if matched:
+                reasons.insert(0, f"matches known fake {matched[:12]} at distance {distance:g}")
             rows.append(
                 dict(
                     campaign_id=campaign_id,
@@ -205,11 +232,11 @@ def flagged_sightings(store: Store, campaign_id: int, bands: tuple[str, ...]) ->
                     media_url=sg.media_url,
                     screenshot_sha256=post.screenshot_sha256,
                     phash=media.phash,
-                    verdict=judged.verdict,
-                    score=judged.score,
+                    verdict=judge.verdict,
+                    score=judge.score,
                     reasons=reasons,
-                    matched_sha256=canon.sha256 if canon is not None else None,
-                    match_distance=media.duplicate_distance if canon is not None else None,
+                    matched_sha256=matched,
+                    match_distance=distance,
                 )
             )
     return rows

@@ -55,9 +55,10 @@ def test_first_run_finds_the_planted_fakes(campaign):
 
 
 def test_bad_inputs_are_counted_drops(campaign):
-    _, report, _, _ = campaign
+    spec, report, _, _ = campaign
     drops = report["drops"]
-    assert drops["crawl"].get("source unreachable") == 1
+    gone = next(s for s in spec.sources if s.name == "gone")
+    assert drops["crawl"].get("source unreachable") == len(spec.terms_for(gone))  # once per term
     probe = drops.get("probe", {})
     assert any("truncated" in r or "corrupt" in r for r in probe), probe
     assert any("not an image" in r or "text/html" in r for r in probe), probe
@@ -74,7 +75,7 @@ def test_second_run_adds_nothing(campaign):
 def _cli(work: Path, *args: str):
     result = CliRunner().invoke(app, [*args], env={"DEEPWATCH_DB": f"sqlite:///{work / 'dw.db'}", "DEEPWATCH_BLOBS": str(work / "blobs")})
     assert result.exit_code == 0, result.output
-    return result.output
+    return result.stdout
 
 
 def test_investigator_commands(campaign, tmp_path):
@@ -93,8 +94,11 @@ def test_investigator_commands(campaign, tmp_path):
     from storage.packet import verify_packet
 
     assert (out / "screenshot.png").exists() and verify_packet(out) == []
+    image_ev = next(r for r in rows if r["matched_sha256"] and r["media_url"].endswith(".jpg"))
+    out = tmp_path / "packet-image"
+    _cli(work, "evidence", "export", str(image_ev["id"]), str(out))
     media_file = next((out / "media").iterdir())
     similar = json.loads(_cli(work, "evidence", "similar", str(media_file), "--json"))
     assert similar["matches"][0]["distance"] == 0
     scanned = json.loads(_cli(work, "scan", str(media_file), "--json", "--model", str(ROOT / "var/models/demo-detector")).splitlines()[0])
-    assert scanned["sha256"] == reupload["media_sha256"] and scanned["verdict"]["band"]
+    assert scanned["sha256"] == image_ev["media_sha256"] and scanned["verdict"]["band"]

@@ -157,13 +157,14 @@ def test_reupload_inherits_verdict_in_evidence(store, blobs):
     copy = _jpeg((201, 31, 31))
     copy_sha = blobs.put(copy)
     store.upsert_media(sha256=copy_sha, kind="image", mime="image/jpeg", size=len(copy), phash="8f373714acfcf4d2")
-    store.mark_duplicate(copy_sha, fake_sha, 2)
+    store.mark_duplicate(copy_sha, fake_sha, 1)
     pk, _ = store.upsert_post(cid, _post("p3", "reposted"))
     store.add_sighting(media_sha256=copy_sha, post_pk=pk, campaign_id=cid, media_url="http://other.test/c.jpg", position=0)
     rows = [r for r in flagged_sightings(store, cid, ("likely_fake",)) if r["media_sha256"] == copy_sha]
     assert len(rows) == 1 and rows[0]["matched_sha256"] == fake_sha
-    assert rows[0]["reasons"][0].startswith(f"matches known fake {fake_sha[:12]} at distance 2")
-    assert copy_sha not in {m.sha256 for m in store.unanalysed_media()}
+    assert rows[0]["reasons"][0].startswith(f"matches known fake {fake_sha[:12]} at distance 1")
+    # Not classified again, but its own provenance is still to be checked.
+    assert copy_sha in {m.sha256 for m in store.unanalysed_media()}
 
 
 def test_bad_database_url_is_a_clear_error(tmp_path):

@@ -1,0 +1,78 @@
+"""Agent types by name, as campaign files refer to them (`sources[].type`), and their construction.
+
+A campaign's `params` come from a YAML file a person wrote, so mistakes (an unknown type, a
+misspelt parameter, a missing base_url) are reported in words that name the source type and
+the parameter, never as a bare constructor TypeError.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from agents.base import Agent
+from agents.browser import BrowserAgent
+from agents.demo_api import DemoApiAgent
+from agents.errors import AgentConfigError
+from agents.fetch import Fetcher
+from storage.blobs import BlobStore
+
+
+@dataclass(frozen=True)
+class AgentType:
+    name: str
+    factory: Callable[..., Agent]
+    injected: tuple[str, ...]  # constructor arguments the runtime supplies, never the campaign file
+    description: str
+
+    def params(self) -> dict[str, inspect.Parameter]:
+        """The constructor parameters a campaign may set."""
+        sig = inspect.signature(self.factory)
+        return {n: p for n, p in sig.parameters.items() if n not in self.injected and n != "self"}
+
+
+def _register(*types: AgentType) -> dict[str, AgentType]:
+    registry: dict[str, AgentType] = {}
+    for t in types:
+        if t.name in registry:
+            raise RuntimeError(f"agent type {t.name!r} is registered twice")
+        registry[t.name] = t
+    return registry
+
+
+AGENT_TYPES: dict[str, AgentType] = _register(
+    AgentType("demo_api", DemoApiAgent, ("fetcher",), "the demo platform's JSON search API"),
+    AgentType("browser", BrowserAgent, ("blobs",), "a JS-rendered feed read in headless Chromium"),
+)
+
+
+def build_agent(type_name: str, params: Mapping[str, Any], *, fetcher: Fetcher, blobs: BlobStore) -> Agent:
+    """Construct the agent `type_name` from campaign `params`; AgentConfigError names any mistake."""
+    agent_type = AGENT_TYPES.get(type_name)
+    if agent_type is None:
+        raise AgentConfigError(f"unknown agent type {type_name!r}; known types: {', '.join(sorted(AGENT_TYPES))}")
+    if params is None:
+        params = {}
+    if not isinstance(params, Mapping):
+        raise AgentConfigError(f"{type_name}: params must be a mapping, got {type(params).__name__}")
+
+    accepted = agent_type.params()
+    supplied = sorted(set(params) & set(agent_type.injected))
+    if supplied:
+        raise AgentConfigError(f"{type_name}: {', '.join(supplied)} is supplied by the runtime, not by params")
+    unknown = sorted(str(k) for k in params if k not in accepted)
+    if unknown:
+        raise AgentConfigError(
+            f"{type_name}: unknown parameter(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}"
+        )
+    missing = [n for n, p in accepted.items() if p.default is inspect.Parameter.empty and n not in params]
+    if missing:
+        raise AgentConfigError(f"{type_name}: missing required parameter(s) {', '.join(missing)}")
+
+    runtime = {"fetcher": fetcher, "blobs": blobs}
+    kwargs = {**{n: runtime[n] for n in agent_type.injected}, **params}
+    try:
+        return agent_type.factory(**kwargs)
+    except (TypeError, ValueError) as exc:
+        # Constructors validate their own values; prefix the source type so the message is findable.
+        raise AgentConfigError(f"{type_name}: {exc}") from exc

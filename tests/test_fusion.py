@@ -1,0 +1,137 @@
+"""fuse(): bands, their order of strength, and the reasons given."""
+from __future__ import annotations
+
+import pytest
+
+from detectors.base import Detection
+from detectors.c2pa_check import analyse_store, judge
+from detectors.fusion import BANDS, FLAGGED_BANDS, Verdict, fuse
+
+TRAINED = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
+
+
+def classifier(score: float, threshold: float = 0.5) -> Detection:
+    sign = ">=" if score >= threshold else "<"
+    return Detection(
+        detector="hf-classifier",
+        version="1",
+        outcome="fake" if score >= threshold else "real",
+        score=score,
+        threshold=threshold,
+        model_id="org/model",
+        reasons=[f"classifier org/model scored {score:.2f} {sign} {threshold:.2f}"],
+    )
+
+
+def c2pa(failure: list[str] = (), declared: bool = True, present: bool = True) -> Detection:
+    """A C2PA detection built by the real judging code from a manifest-store dict."""
+    if not present:
+        return Detection("c2pa", "1", "inconclusive", reasons=["no C2PA manifest"], details={"manifest_present": False})
+    action = {"action": "c2pa.created"}
+    if declared:
+        action["digitalSourceType"] = TRAINED
+    store = {
+        "active_manifest": "m",
+        "manifests": {
+            "m": {
+                "claim_generator": "Gen/2.0",
+                "signature_info": {"common_name": "Gen Signer", "issuer": "Gen CA"},
+                "assertions": [{"label": "c2pa.actions.v2", "data": {"actions": [action]}}],
+            }
+        },
+        "validation_results": {
+            "activeManifest": {
+                "success": [] if "claimSignature.mismatch" in failure else [{"code": "claimSignature.validated"}],
+                "failure": [{"code": c} for c in failure],
+            }
+        },
+    }
+    facts = analyse_store(store)
+    outcome, reasons = judge(facts)
+    return Detection("c2pa", "1", outcome, reasons=reasons, details=facts)  # type: ignore[arg-type]
+
+
+def watermark(found: bool) -> Detection:
+    if found:
+        return Detection(
+            "invisible-watermark", "1", "fake",
+            reasons=["invisible watermark of sdxl decoded (1/48 bits differ, BGR order)"],
+        )
+    return Detection("invisible-watermark", "1", "inconclusive", reasons=["no known invisible watermark decoded"])
+
+
+def error(detector: str, reason: str = "corrupt image: truncated") -> Detection:
+    return Detection(detector, "1", "error", reasons=[reason])
+
+
+def test_flagged_bands():
+    assert FLAGGED_BANDS == ("confirmed_ai", "likely_fake")
+    assert BANDS[-1] == "no_signal"
+
+
+def test_valid_manifest_declaring_ai_is_confirmed():
+    verdict = fuse([classifier(0.1), c2pa(["signingCredential.untrusted"]), watermark(False)], 0.3)
+    assert verdict.band == "confirmed_ai"
+    assert verdict.reasons == [
+        "C2PA manifest declares trainedAlgorithmicMedia (signed by Gen Signer (issuer Gen CA), claim generator Gen/2.0)"
+    ]
+    assert verdict.score == pytest.approx(0.1)
+
+
+def test_strongest_band_wins_and_all_reasons_are_kept():
+    verdict = fuse([classifier(0.9), c2pa(), watermark(True)], 0.3)
+    assert verdict.band == "confirmed_ai"
+    assert verdict.reasons[0].startswith("C2PA manifest declares trainedAlgorithmicMedia")
+    assert "classifier org/model scored 0.90 >= 0.50" in verdict.reasons
+    assert "invisible watermark of sdxl decoded (1/48 bits differ, BGR order)" in verdict.reasons
+
+
+def test_watermark_alone_is_likely_fake():
+    verdict = fuse([classifier(0.2), c2pa(present=False), watermark(True)], 0.3)
+    assert verdict.band == "likely_fake"
+    assert verdict.reasons == ["invisible watermark of sdxl decoded (1/48 bits differ, BGR order)"]
+
+
+def test_classifier_at_threshold_is_likely_fake_and_above_review_needs_review():
+    assert fuse([classifier(0.5)], 0.3).band == "likely_fake"
+    review = fuse([classifier(0.42), c2pa(present=False)], 0.3)
+    assert review.band == "needs_review" and review.score == pytest.approx(0.42)
+    assert review.reasons == ["classifier org/model scored 0.42 < 0.50 (at or above the review threshold 0.30)"]
+    quiet = fuse([classifier(0.29), c2pa(present=False), watermark(False)], 0.3)
+    assert quiet.band == "no_signal"
+    assert "hf-classifier: classifier org/model scored 0.29 < 0.50" in quiet.reasons
+    assert "c2pa: no C2PA manifest" in quiet.reasons
+
+
+def test_tampered_manifest_needs_review():
+    verdict = fuse([classifier(0.1), c2pa(["assertion.dataHash.mismatch"], declared=False)], 0.3)
+    assert verdict.band == "needs_review"
+    assert "altered after it was signed (tampering)" in verdict.reasons[0]
+    # A declaration of AI on altered content is not a confirmation either.
+    declared = fuse([c2pa(["assertion.dataHash.mismatch"])], 0.3)
+    assert declared.band == "needs_review"
+    assert any(r.endswith("but the content was altered after signing") for r in declared.reasons)
+
+
+def test_declaration_with_broken_signature_needs_review():
+    verdict = fuse([classifier(0.1), c2pa(["claimSignature.mismatch"])], 0.3)
+    assert verdict.band == "needs_review"
+    assert any(r.endswith("but its signature does not validate") for r in verdict.reasons)
+
+
+def test_error_counts_only_when_nothing_else_could_judge():
+    alone = fuse([error("hf-classifier"), c2pa(present=False), watermark(False)], 0.3)
+    assert alone.band == "needs_review"
+    assert alone.reasons == [
+        "hf-classifier could not analyse the item (corrupt image: truncated) and no other detector could judge it"
+    ]
+    assert alone.score is None
+    judged_elsewhere = fuse([classifier(0.1), error("invisible-watermark")], 0.3)
+    assert judged_elsewhere.band == "no_signal"
+
+
+def test_nothing_to_fuse_and_bad_threshold():
+    assert fuse([], 0.3) == Verdict("no_signal", None, ["no detector ran on this item"])
+    with pytest.raises(ValueError, match="review_threshold"):
+        fuse([], 1.5)
+    assert fuse([classifier(0.9)], 0.3).to_dict()["band"] == "likely_fake"
