@@ -20,14 +20,19 @@ from urllib.parse import urlsplit
 
 from agents.base import Drop, MediaRef
 from agents.base import Post as PostRecord
+from detectors.base import Detection
+from detectors.signals import SIGNALS
 from orchestrator import wiring
 from orchestrator.dedup import PerceptualIndex
 from orchestrator.spec import EMBEDDED, CampaignSpec
 from orchestrator.stages import FetchPolicySpec, MediaRecord, PageResult
+from storage.bank import KnownFakesBank
 from storage.db import Store
 
 ProgressFn = Callable[[Counter], None]
 FLAGGED = ("confirmed_ai", "likely_fake")
+BANK_MIN_SCORE = 0.9  # a likely_fake verdict at least this sure enters the known-fakes bank
+BANK_PDQ_QUALITY = SIGNALS["pdq"].quality_cutoff or 0  # weaker PDQ hashes are neither banked nor matched
 _INFLIGHT_PER_ACTOR = 2  # backpressure: crawlers cannot outrun fetchers and detectors
 
 
@@ -123,8 +128,9 @@ class CampaignRun:
         blobs_root = spec.storage.blobs
         index = PerceptualIndex(image_max_distance=spec.detectors.phash_max_distance)
         images, videos = store.perceptual_hashes()
-        for sha, ph in images:
-            index.add_image(sha, ph)
+        for sha, ph, pdq, quality in images:
+            index.add_image(sha, ph, pdq, quality)
+        self.bank = KnownFakesBank(store)
         for sha, fh in videos:
             index.add_video(sha, fh)
 
@@ -215,6 +221,7 @@ class CampaignRun:
                     v = analysis.verdict
                     store.save_analysis(analysis.sha256, analysis.detections, v.band, v.score, v.reasons)
                     self._count("provenance_checked" if ctx[2] else "analysed")
+                    self._bank_if_confident(analysis.sha256, v.band, v.score)
                     if any(d.outcome == "error" for d in analysis.detections):
                         for d in analysis.detections:
                             if d.outcome == "error":
@@ -293,6 +300,8 @@ class CampaignRun:
             height=item.height,
             duration_s=item.duration_s,
             phash=item.phash,
+            pdq=item.pdq,
+            pdq_quality=item.pdq_quality,
             frame_hashes=list(item.frame_hashes),
         )
         for post_pk, position in sightings_waiting.pop(item.url, []):
@@ -300,20 +309,60 @@ class CampaignRun:
         if not created:
             self._count("duplicates_exact")
             return
-        match = index.match_image(item.phash) if item.kind == "image" and item.phash else (
-            index.match_video(list(item.frame_hashes)) if item.kind == "video" else None
-        )
+        if item.kind == "image":
+            match = index.match_image(item.phash, item.pdq, item.pdq_quality)
+        else:
+            match = index.match_video(list(item.frame_hashes))
         if match is not None:
             self.store.mark_duplicate(item.sha256, match.sha256, match.distance)
             self._count("duplicates_near")
-            provenance_queue.append((item.sha256, item.kind, item.mime))
-            return
-        if item.kind == "image" and item.phash:
-            index.add_image(item.sha256, item.phash)
-        elif item.kind == "video":
+        elif item.kind == "image":
+            index.add_image(item.sha256, item.phash, item.pdq, item.pdq_quality)
+        else:
             index.add_video(item.sha256, list(item.frame_hashes))
-        self._count("unique")
-        detect_queue.append((item.sha256, item.kind, item.mime))
+        if self._judge_by_bank(item):
+            return  # a known fake: no detector is spent on it
+        if match is not None:
+            provenance_queue.append((item.sha256, item.kind, item.mime))
+        else:
+            self._count("unique")
+            detect_queue.append((item.sha256, item.kind, item.mime))
+
+    def _judge_by_bank(self, item: MediaRecord) -> bool:
+        """Look a new item up in the known-fakes bank (exact bytes, then PDQ)."""
+        matches = self.bank.match("sha256", item.sha256)
+        if not matches and item.pdq and (item.pdq_quality or 0) >= BANK_PDQ_QUALITY:
+            matches = self.bank.match("pdq", item.pdq)
+        if not matches:
+            return False
+        best = matches[0]
+        detection = Detection(
+            detector="known-fakes-bank",
+            version="1",
+            outcome="fake",
+            reasons=[best.reason],
+            details={"case_id": best.case_id, "entry_id": best.entry_id, "distance": best.distance,
+                     "banked_media_sha256": best.media_sha256},
+        )
+        self.store.save_analysis(item.sha256, [detection], "likely_fake", None, [best.reason])
+        self.store.set_bank_case(item.sha256, best.case_id)
+        self._count("bank_matches")
+        return True
+
+    def _bank_if_confident(self, sha256: str, band: str, score: float | None) -> None:
+        """A confirmed-AI or high-confidence fake enters the bank, so later copies anywhere are
+        caught without detectors. Its case is the campaign plus the item."""
+        if band != "confirmed_ai" and not (band == "likely_fake" and (score or 0) >= BANK_MIN_SCORE):
+            return
+        media = self.store.get_media(sha256)
+        if media is None or media.bank_case:
+            return
+        case_id = f"{self.spec.name}:{sha256[:12]}"
+        added = self.bank.add("sha256", sha256, case_id=case_id, source="verdict", media_sha256=sha256)
+        if media.pdq and (media.pdq_quality or 0) >= BANK_PDQ_QUALITY:
+            added |= self.bank.add("pdq", media.pdq, case_id=case_id, source="verdict", media_sha256=sha256)
+        if added:
+            self._count("banked")
 
     # -- evidence ------------------------------------------------------------------------------
     def _write_evidence(self) -> None:
@@ -380,6 +429,8 @@ class CampaignRun:
                 "duplicates_near": c["duplicates_near"],
                 "analysed": c["analysed"],
                 "provenance_checked": c["provenance_checked"],
+                "bank_matches": c["bank_matches"],
+                "banked": c["banked"],
                 "evidence_written": c["evidence_written"],
                 "captures": c["captures"],
                 "dropped": c["dropped"],

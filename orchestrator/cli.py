@@ -22,10 +22,12 @@ campaign_app = typer.Typer(help="Run and check crawl campaigns.", no_args_is_hel
 evidence_app = typer.Typer(help="Query and export the evidence database.", no_args_is_help=True)
 detectors_app = typer.Typer(help="Train and manage detector models.", no_args_is_help=True)
 demo_app = typer.Typer(help="The bundled demo platform.", no_args_is_help=True)
+bank_app = typer.Typer(help="The known-fakes bank: hashes of confirmed fakes, exchanged as hash lists.", no_args_is_help=True)
 app.add_typer(campaign_app, name="campaign")
 app.add_typer(evidence_app, name="evidence")
 app.add_typer(detectors_app, name="detectors")
 app.add_typer(demo_app, name="demo")
+app.add_typer(bank_app, name="bank")
 
 console = Console()
 err = Console(stderr=True)
@@ -202,27 +204,32 @@ def evidence_export(
 @evidence_app.command("similar")
 def evidence_similar(
     image: Path = typer.Argument(..., help="An image file"),
-    max_distance: int = typer.Option(12, help="Largest pHash Hamming distance to list"),
+    max_pdq: int = typer.Option(31, help="Largest PDQ Hamming distance to list (of 256 bits)"),
+    max_phash: int = typer.Option(10, help="Largest pHash Hamming distance to list (of 64 bits)"),
     limit: int = typer.Option(20, min=1),
     as_json: bool = typer.Option(False, "--json"),
     db: Optional[str] = DbOpt,
 ) -> None:
-    """Near-duplicates of an image among everything seen, with their verdicts."""
+    """Near-duplicates of an image among everything seen, and known-fakes bank matches."""
     from detectors.hashing import MediaDecodeError, image_phash
+    from detectors.pdq import pdq_from_bytes
     from orchestrator.progress import print_similar
     from storage.similar import similar_images
 
     try:
-        phash = image_phash(image.read_bytes())
-    except FileNotFoundError:
-        _fail(f"{image}: no such file")
+        data = image.read_bytes()
+        phash = image_phash(data)
+        pdq, quality = pdq_from_bytes(data)
+    except OSError as exc:
+        _fail(f"{image}: cannot read: {exc.strerror or exc}")
     except MediaDecodeError as exc:
         _fail(f"{image}: {exc}")
-    rows = similar_images(_open_store(db), phash, max_distance=max_distance, limit=limit)
+    found = similar_images(_open_store(db), phash=phash, pdq=pdq, max_phash=max_phash, max_pdq=max_pdq, limit=limit)
+    query = {"phash": phash, "pdq": pdq, "pdq_quality": quality}
     if as_json:
-        typer.echo(json.dumps({"query_phash": phash, "matches": rows}, indent=2, ensure_ascii=False, default=str))
+        typer.echo(json.dumps({"query": query, **found}, indent=2, ensure_ascii=False, default=str))
     else:
-        print_similar(console, phash, rows)
+        print_similar(console, query, found)
 
 
 # -- scan ----------------------------------------------------------------------------------------
@@ -281,6 +288,42 @@ def detectors_train_demo(out: Path = typer.Option(Path(DEMO_MODEL), help="Where 
 
     path = ensure_demo_model(out)
     console.print(f"demo model ready at {path}")
+
+
+# -- known-fakes bank ----------------------------------------------------------------------------
+@bank_app.command("import")
+def bank_import(
+    path: Path = typer.Argument(..., help="Hash list: one hash per line (PDQ hex by default)"),
+    case: str = typer.Option(..., "--case", help="Case the hashes belong to, e.g. NEC-2026-0042"),
+    signal: str = typer.Option("pdq", help="pdq | phash | sha256"),
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Import a hash list from a commission or a platform; a bad line imports nothing."""
+    from storage.bank import KnownFakesBank
+
+    try:
+        result = KnownFakesBank(_open_store(db)).import_hash_list(path, case_id=case, signal=signal)
+    except FileNotFoundError:
+        _fail(f"{path}: no such file")
+    except ValueError as exc:
+        _fail(str(exc))
+    console.print(f"imported {result.added} hash(es); {result.skipped_existing} already banked")
+
+
+@bank_app.command("export")
+def bank_export(
+    path: Path = typer.Argument(..., help="Where to write the hash list"),
+    signal: str = typer.Option("pdq", help="pdq | phash | sha256"),
+    db: Optional[str] = DbOpt,
+) -> None:
+    """Export the bank as a hash list (one hash per line) for exchange."""
+    from storage.bank import KnownFakesBank
+
+    try:
+        n = KnownFakesBank(_open_store(db)).export_hash_list(path, signal=signal)
+    except ValueError as exc:
+        _fail(str(exc))
+    console.print(f"wrote {n} {signal} hash(es) to {path}")
 
 
 # -- demo platform -------------------------------------------------------------------------------

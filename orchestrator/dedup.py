@@ -1,59 +1,81 @@
 """Near-duplicate matching of new media against everything already seen.
 
 Exact duplicates need no code here: media rows are keyed by sha256. Near duplicates (a
-re-upload resized, re-encoded or cropped) are found by perceptual hash: images by the Hamming
-distance of 64-bit pHashes (a vectorised popcount over every known hash), videos by their
-sampled-frame hashes with a both-ways share rule. A match means the item is not analysed again:
-it inherits the verdict of the item it copies.
+re-upload resized, re-encoded or cropped) are found through the multi-index hash index
+(`storage.hashindex`): images by PDQ (256 bits, quality-gated) and by pHash (64 bits), videos by
+their sampled-frame hashes with a both-ways share rule. A match means the item is not classified
+again: it joins the cluster of the item it copies (see `storage.queries` for cluster verdicts).
+
+Match rule for images, in order:
+  1. PDQ distance <= 31 with both qualities >= 50 (ThreatExchange's own rule; unrelated images
+     sit ~128 bits apart, so this is precise at any scale);
+  2. otherwise pHash distance <= `image_max_distance`, confirmed by a PDQ distance <= 90 when both
+     items have one. pHash survives crops and captions better than PDQ (bench/dedup.py) but at
+     64 bits random near-collisions become common in millions of items; requiring PDQ to be far
+     closer than chance (~4.7 standard deviations) keeps those from inheriting a fake verdict.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
+from detectors.signals import SIGNALS
+from storage.hashindex import BinaryHashIndex
 
-from storage.similar import hamming_to_all
+PDQ_MATCH = SIGNALS["pdq"].default_threshold
+PDQ_QUALITY_MIN = SIGNALS["pdq"].quality_cutoff or 0
+PDQ_CONFIRM = 90
 
 
 @dataclass(frozen=True)
 class Match:
     sha256: str
     distance: float  # bits for images; for videos, 1 - the smaller share of matching frames
+    signal: str = "phash"
+
+
+def _pdq_distance(a: str, b: str) -> int:
+    return bin(int(a, 16) ^ int(b, 16)).count("1")
 
 
 class PerceptualIndex:
     def __init__(self, image_max_distance: int = 10, video_frame_distance: int = 10):
         self.image_max_distance = image_max_distance
         self.video_frame_distance = video_frame_distance
-        self._image_sha: list[str] = []
-        self._image_hashes = np.zeros(0, dtype=np.uint64)
-        self._pending: list[int] = []
+        self._sha: list[str] = []
+        self._pdq: list[tuple[str | None, int | None]] = []
+        self._phash_index = BinaryHashIndex(bits=64)
+        self._pdq_index = BinaryHashIndex(bits=256)
         self._videos: list[tuple[str, list[str]]] = []
 
     def __len__(self) -> int:
-        return len(self._image_sha) + len(self._videos)
+        return len(self._sha) + len(self._videos)
 
-    def add_image(self, sha256: str, phash_hex: str) -> None:
-        self._image_sha.append(sha256)
-        self._pending.append(int(phash_hex, 16))
+    def add_image(self, sha256: str, phash_hex: str | None, pdq_hex: str | None = None, pdq_quality: int | None = None) -> None:
+        ident = len(self._sha)
+        self._sha.append(sha256)
+        self._pdq.append((pdq_hex, pdq_quality))
+        if phash_hex:
+            self._phash_index.add_one(ident, phash_hex)
+        if pdq_hex and (pdq_quality or 0) >= PDQ_QUALITY_MIN:
+            self._pdq_index.add_one(ident, pdq_hex)
 
     def add_video(self, sha256: str, frame_hashes: list[str]) -> None:
         if frame_hashes:
             self._videos.append((sha256, list(frame_hashes)))
 
-    def _flush(self) -> None:
-        if self._pending:
-            self._image_hashes = np.concatenate([self._image_hashes, np.array(self._pending, dtype=np.uint64)])
-            self._pending = []
-
-    def match_image(self, phash_hex: str) -> Match | None:
-        self._flush()
-        if not len(self._image_hashes):
+    def match_image(self, phash_hex: str | None, pdq_hex: str | None = None, pdq_quality: int | None = None) -> Match | None:
+        if pdq_hex and (pdq_quality or 0) >= PDQ_QUALITY_MIN and len(self._pdq_index):
+            hits = self._pdq_index.search(pdq_hex, PDQ_MATCH)
+            if hits:
+                ident, dist = hits[0]
+                return Match(self._sha[ident], float(dist), "pdq")
+        if not phash_hex or not len(self._phash_index):
             return None
-        dist = hamming_to_all(self._image_hashes, int(phash_hex, 16))
-        best = int(np.argmin(dist))
-        if dist[best] <= self.image_max_distance:
-            return Match(self._image_sha[best], float(dist[best]))
+        for ident, dist in self._phash_index.search(phash_hex, self.image_max_distance):
+            other_pdq, _ = self._pdq[ident]
+            if pdq_hex and other_pdq and _pdq_distance(pdq_hex, other_pdq) > PDQ_CONFIRM:
+                continue  # a pHash near-collision between different pictures
+            return Match(self._sha[ident], float(dist), "phash")
         return None
 
     def match_video(self, frame_hashes: list[str]) -> Match | None:
@@ -63,5 +85,5 @@ class PerceptualIndex:
         for sha, known in self._videos:
             matched, share = video_match(frame_hashes, known, max_distance=self.video_frame_distance)
             if matched and (best is None or 1 - share < best.distance):
-                best = Match(sha, round(1 - share, 4))
+                best = Match(sha, round(1 - share, 4), "video-frames")
         return best

@@ -59,7 +59,8 @@ def print_summary(console: Console, report: dict[str, Any], tz: str = "UTC") -> 
     table.add_column("stage")
     table.add_column("count", justify="right")
     for key in ("posts", "posts_new", "media_refs", "media_fetched", "unique", "duplicates_exact",
-                "duplicates_near", "analysed", "flagged", "needs_review", "evidence_written", "captures", "dropped"):
+                "duplicates_near", "analysed", "provenance_checked", "bank_matches", "banked", "flagged", "needs_review",
+                "evidence_written", "captures", "dropped"):
         table.add_row(key.replace("_", " "), str(c.get(key, 0)))
     console.print(table)
     if report.get("drops"):
@@ -125,14 +126,16 @@ def print_evidence_detail(console: Console, rec: dict[str, Any], tz: str = "UTC"
     console.print(sights)
 
 
-def print_similar(console: Console, phash: str, rows: list[dict[str, Any]]) -> None:
-    table = Table(title=f"near-duplicates of pHash {phash}")
-    for col in ("distance", "sha256", "verdict", "copy of", "example post"):
+def print_similar(console: Console, query: dict[str, Any], found: dict[str, Any]) -> None:
+    table = Table(title=f"near-duplicates (pHash {query['phash']}, PDQ quality {query['pdq_quality']})")
+    for col in ("signal", "distance", "sha256", "verdict", "copy of", "bank case", "example post"):
         table.add_column(col)
-    for r in rows:
-        table.add_row(str(r["distance"]), r["sha256"][:16], str(r["verdict"] or "-"), (r["duplicate_of"] or "")[:12],
-                      escape(str(r["example_post"] or "")))
+    for r in found["matches"]:
+        table.add_row(r["signal"], str(r["distance"]), r["sha256"][:16], str(r["verdict"] or "-"),
+                      (r["duplicate_of"] or "")[:12], escape(r["bank_case"] or ""), escape(str(r["example_post"] or "")))
     console.print(table)
+    for hit in found["bank"]:
+        console.print(f"[bold red]known fake[/]: {escape(hit['reason'])}")
 
 
 def print_scan(console: Console, result: dict[str, Any]) -> None:

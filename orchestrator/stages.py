@@ -48,6 +48,8 @@ class MediaRecord:
     duration_s: float | None
     phash: str | None
     frame_hashes: tuple[str, ...]
+    pdq: str | None = None
+    pdq_quality: int | None = None
 
 
 @dataclass
@@ -108,6 +110,7 @@ class FetchStage:
             except MediaDecodeError as exc:
                 out.append(Drop("probe", str(exc), ref.url, f"declared {declared_mime}"))
                 continue
+            pdq, pdq_quality = _pdq_or_none(data) if info.kind == "image" else (None, None)
             sha = self.blobs.put(data)
             out.append(
                 MediaRecord(
@@ -121,12 +124,25 @@ class FetchStage:
                     duration_s=info.duration_s,
                     phash=info.phash,
                     frame_hashes=tuple(info.frame_hashes),
+                    pdq=pdq,
+                    pdq_quality=pdq_quality,
                 )
             )
         return out
 
     def close(self) -> None:
         self.fetcher.close()
+
+
+def _pdq_or_none(data: bytes) -> tuple[str | None, int | None]:
+    """PDQ for the bank and hash exchange; an image pHash could read but PDQ cannot stays unhashed."""
+    from detectors.hashing import MediaDecodeError
+    from detectors.pdq import pdq_from_bytes
+
+    try:
+        return pdq_from_bytes(data)
+    except MediaDecodeError:
+        return None, None
 
 
 class DetectStage:

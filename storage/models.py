@@ -75,6 +75,8 @@ class Media(SQLModel, table=True):
     height: Optional[int] = None
     duration_s: Optional[float] = None
     phash: Optional[str] = Field(default=None, index=True)
+    pdq: Optional[str] = Field(default=None, index=True)  # 64 hex chars, images only
+    pdq_quality: Optional[int] = None
     frame_hashes: list = Field(default_factory=list, sa_column=Column(JSON))
     first_seen_at: datetime = _utc_column(nullable=False, default=utcnow)
     # Near-duplicate of an earlier item: its verdict is reused and no detector runs on this one.
@@ -84,6 +86,8 @@ class Media(SQLModel, table=True):
     score: Optional[float] = None
     reasons: list = Field(default_factory=list, sa_column=Column(JSON))
     analysed_at: Optional[datetime] = _utc_column(nullable=True)
+    # Set when the item matched the known-fakes bank: judged by that match, no detector ran.
+    bank_case: Optional[str] = None
 
 
 class Sighting(SQLModel, table=True):

@@ -1,47 +1,77 @@
-"""Near-duplicate lookup of one image hash against every media item in the database."""
+"""Near-duplicate lookup of one image against every media item in the database and the bank.
+
+Uses the same multi-index hash index as the pipeline's dedup stage (`storage.hashindex`), built
+over the stored PDQ and pHash of every item, so one query costs milliseconds however many
+items there are; the index is built per call from the database.
+"""
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from sqlmodel import select
 
 from storage import models as m
+from storage.bank import KnownFakesBank
 from storage.db import Store
-
-_BYTE_POP = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
-
-
-def hamming_to_all(hashes: np.ndarray, query: int) -> np.ndarray:
-    """Hamming distances from one 64-bit hash to an array of them (byte-table popcount)."""
-    x = hashes ^ np.uint64(query)
-    return _BYTE_POP[x.view(np.uint8).reshape(-1, 8)].sum(axis=1)
+from storage.hashindex import BinaryHashIndex
 
 
-def similar_images(store: Store, phash_hex: str, *, max_distance: int = 12, limit: int = 20) -> list[dict[str, Any]]:
+def similar_images(
+    store: Store,
+    *,
+    phash: str | None,
+    pdq: str | None = None,
+    max_phash: int = 10,
+    max_pdq: int = 31,
+    limit: int = 20,
+) -> dict[str, Any]:
+    """{"matches": items within either radius (nearest first, the closer signal reported),
+    "bank": known-fakes bank entries matching the query}."""
     with store.session() as s:
-        rows = s.exec(select(m.Media).where(m.Media.phash.is_not(None))).all()  # type: ignore[union-attr]
-        if not rows:
-            return []
-        hashes = np.array([int(r.phash, 16) for r in rows], dtype=np.uint64)
-        dist = hamming_to_all(hashes, int(phash_hex, 16))
-        order = [int(i) for i in np.argsort(dist, kind="stable") if dist[i] <= max_distance][:limit]
-        out = []
-        for i in order:
-            media = rows[i]
+        rows = s.exec(
+            select(m.Media.sha256, m.Media.phash, m.Media.pdq).where(
+                (m.Media.phash.is_not(None)) | (m.Media.pdq.is_not(None))  # type: ignore[union-attr]
+            )
+        ).all()
+        shas = [r[0] for r in rows]
+        best: dict[int, tuple[str, int]] = {}  # row -> (signal, distance)
+        for signal, bits, col, query, radius in (("pdq", 256, 2, pdq, max_pdq), ("phash", 64, 1, phash, max_phash)):
+            if not query:
+                continue
+            index = BinaryHashIndex(bits=bits)
+            ids = [i for i, r in enumerate(rows) if r[col]]
+            if not ids:
+                continue
+            index.add(ids, [rows[i][col] for i in ids])
+            for ident, dist in index.search(query, radius):
+                # Rank by the share of bits that differ, so PDQ and pHash distances compare.
+                if ident not in best or dist / bits < best[ident][1] / (256 if best[ident][0] == "pdq" else 64):
+                    best[ident] = (signal, dist)
+        order = sorted(best, key=lambda i: best[i][1] / (256 if best[i][0] == "pdq" else 64))[:limit]
+        matches = []
+        for ident in order:
+            media = s.get(m.Media, shas[ident])
             judged = s.get(m.Media, media.duplicate_of) if media.duplicate_of else media
-            sighting = s.exec(
+            post_url = s.exec(
                 select(m.Post.url).join(m.Sighting, m.Sighting.post_pk == m.Post.id).where(m.Sighting.media_sha256 == media.sha256)
             ).first()
-            out.append(
+            matches.append(
                 {
                     "sha256": media.sha256,
-                    "distance": int(dist[i]),
+                    "signal": best[ident][0],
+                    "distance": best[ident][1],
                     "phash": media.phash,
+                    "pdq": media.pdq,
                     "verdict": judged.verdict,
                     "score": judged.score,
                     "duplicate_of": media.duplicate_of,
-                    "example_post": sighting,
+                    "bank_case": media.bank_case,
+                    "example_post": post_url,
                 }
             )
-        return out
+    bank = KnownFakesBank(store)
+    bank_hits = (bank.match("pdq", pdq) if pdq else []) + (bank.match("phash", phash) if phash else [])
+    return {
+        "matches": matches,
+        "bank": [{"case_id": b.case_id, "distance": b.distance, "hash": b.hash_hex, "reason": b.reason} for b in bank_hits],
+    }

@@ -72,6 +72,27 @@ def test_second_run_adds_nothing(campaign):
     assert second["ground_truth"]["recall"] == first["ground_truth"]["recall"]
 
 
+def test_known_fakes_bank_is_filled_and_exchanged(campaign, tmp_path_factory):
+    """A commission exports its bank; another deployment imports it and catches the same fakes
+    without spending a detector on them."""
+    spec, first, _, work = campaign
+    assert first["counts"]["banked"] > 0
+    hashes = tmp_path_factory.mktemp("bank") / "known-fakes.pdq.txt"
+    _cli(work, "bank", "export", str(hashes))
+    assert len(hashes.read_text().split()) > 0
+    other = tmp_path_factory.mktemp("other")
+    data = spec.model_dump(mode="json")
+    data["storage"] = {"database": f"sqlite:///{other / 'dw.db'}", "blobs": str(other / "blobs")}
+    data["sources"] = [s for s in data["sources"] if s["type"] == "demo_api"]
+    data["scaling"]["capture_evidence"] = False
+    _cli(other, "bank", "import", str(hashes), "--case", "NEC-2026-0042")
+    third = CampaignRun(parse_spec(data), yaml.safe_dump(data, allow_unicode=True)).run()
+    c = third["counts"]
+    assert c["bank_matches"] > 0
+    assert c["analysed"] < first["counts"]["analysed"], "banked fakes are not analysed again"
+    assert third["ground_truth"]["recall"] >= 0.95
+
+
 def _cli(work: Path, *args: str):
     result = CliRunner().invoke(app, [*args], env={"DEEPWATCH_DB": f"sqlite:///{work / 'dw.db'}", "DEEPWATCH_BLOBS": str(work / "blobs")})
     assert result.exit_code == 0, result.output
@@ -99,6 +120,6 @@ def test_investigator_commands(campaign, tmp_path):
     _cli(work, "evidence", "export", str(image_ev["id"]), str(out))
     media_file = next((out / "media").iterdir())
     similar = json.loads(_cli(work, "evidence", "similar", str(media_file), "--json"))
-    assert similar["matches"][0]["distance"] == 0
+    assert similar["matches"][0]["distance"] == 0 and similar["matches"][0]["sha256"] == image_ev["media_sha256"]
     scanned = json.loads(_cli(work, "scan", str(media_file), "--json", "--model", str(ROOT / "var/models/demo-detector")).splitlines()[0])
     assert scanned["sha256"] == image_ev["media_sha256"] and scanned["verdict"]["band"]

@@ -1,32 +1,42 @@
 """The driver's near-duplicate index: pHash Hamming matching and video frame-share matching."""
 from __future__ import annotations
 
-import numpy as np
-
 from orchestrator.dedup import PerceptualIndex
-from storage.similar import hamming_to_all
+
+PDQ_A = "f" * 32 + "0" * 32
+PDQ_FAR = "0f" * 32  # 128 bits from PDQ_A
 
 
-def test_hamming_matches_python_popcount():
-    rng = np.random.default_rng(0)
-    hashes = rng.integers(0, 2**63, size=500, dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, size=500, dtype=np.uint64)
-    query = int(hashes[17]) ^ 0b1011
-    dist = hamming_to_all(hashes, query)
-    expected = [bin(int(h) ^ query).count("1") for h in hashes]
-    assert dist.tolist() == expected and dist[17] == 3
+def _flip(hex_value: str, mask: int) -> str:
+    return format(int(hex_value, 16) ^ mask, f"0{len(hex_value)}x")
 
 
-def test_image_match_nearest_within_threshold():
+def test_image_match_by_phash_nearest_within_threshold():
     index = PerceptualIndex(image_max_distance=10)
     assert index.match_image("0" * 16) is None
     index.add_image("a" * 64, "ffff0000ffff0000")
     index.add_image("b" * 64, "0000ffff0000ffff")
-    near = format(0xFFFF0000FFFF0000 ^ 0b111, "016x")  # 3 bits away from a
-    match = index.match_image(near)
-    assert match is not None and match.sha256 == "a" * 64 and match.distance == 3
-    far = format(0xFFFF0000FFFF0000 ^ 0xFFF, "016x")  # 12 bits away
-    assert index.match_image(far) is None
+    match = index.match_image(_flip("ffff0000ffff0000", 0b111))  # 3 bits away from a
+    assert match is not None and match.sha256 == "a" * 64 and match.distance == 3 and match.signal == "phash"
+    assert index.match_image(_flip("ffff0000ffff0000", 0xFFF)) is None  # 12 bits away
     assert len(index) == 2
+
+
+def test_pdq_match_wins_and_needs_quality():
+    index = PerceptualIndex()
+    index.add_image("a" * 64, "1234123412341234", PDQ_A, 90)
+    near = _flip(PDQ_A, (1 << 20) - 1)  # 20 bits away
+    match = index.match_image("ffffffffffffffff", near, 80)  # pHash far, PDQ near
+    assert match is not None and match.signal == "pdq" and match.distance == 20
+    assert index.match_image("ffffffffffffffff", near, 10) is None  # too weak a PDQ to trust
+
+
+def test_phash_collision_rejected_by_pdq():
+    index = PerceptualIndex()
+    index.add_image("a" * 64, "1234123412341234", PDQ_A, 90)
+    # Same pHash but PDQ 128 bits away: different pictures, not a re-upload.
+    assert index.match_image("1234123412341234", PDQ_FAR, 90) is None
+    assert index.match_image("1234123412341234", None, None).sha256 == "a" * 64
 
 
 def test_video_match_needs_shared_frames_both_ways():

@@ -146,10 +146,16 @@ def test_packet_html_escapes_untrusted_text(store, blobs, tmp_path):
 
 
 def test_similar_images(store, blobs):
+    from storage.bank import KnownFakesBank
+
     _, fake_sha, real_sha = _fill(store, blobs)
-    rows = similar_images(store, "8f373714acfcf4d1", max_distance=4)
+    found = similar_images(store, phash="8f373714acfcf4d1", max_phash=4)
+    rows = found["matches"]
     assert [r["sha256"] for r in rows] == [fake_sha]
-    assert rows[0]["distance"] == 1 and rows[0]["verdict"] == "likely_fake"
+    assert rows[0]["distance"] == 1 and rows[0]["verdict"] == "likely_fake" and rows[0]["signal"] == "phash"
+    assert found["bank"] == []
+    KnownFakesBank(store).add("phash", "8f373714acfcf4d0", case_id="NEC-1", source="review")
+    assert similar_images(store, phash="8f373714acfcf4d1")["bank"][0]["case_id"] == "NEC-1"
 
 
 def test_reupload_inherits_verdict_in_evidence(store, blobs):
