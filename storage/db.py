@@ -116,27 +116,27 @@ class Store:
             s.commit()
 
     # -- cursors -------------------------------------------------------------------------------
+    @staticmethod
+    def _cursor_row(s: Session, campaign_id: int, source: str, term: str) -> m.SourceCursor | None:
+        return s.exec(
+            select(m.SourceCursor).where(
+                m.SourceCursor.campaign_id == campaign_id,
+                m.SourceCursor.source == source,
+                m.SourceCursor.term == term,
+            )
+        ).first()
+
     def get_cursor(self, campaign_id: int, source: str, term: str) -> m.SourceCursor | None:
         with self.session() as s:
-            return s.exec(
-                select(m.SourceCursor).where(
-                    m.SourceCursor.campaign_id == campaign_id,
-                    m.SourceCursor.source == source,
-                    m.SourceCursor.term == term,
-                )
-            ).first()
+            return self._cursor_row(s, campaign_id, source, term)
 
     def set_cursor(
         self, campaign_id: int, source: str, term: str, cursor: str | None, last_post_id: str | None
     ) -> None:
         with self.session() as s:
-            row = s.exec(
-                select(m.SourceCursor).where(
-                    m.SourceCursor.campaign_id == campaign_id,
-                    m.SourceCursor.source == source,
-                    m.SourceCursor.term == term,
-                )
-            ).first() or m.SourceCursor(campaign_id=campaign_id, source=source, term=term)
+            row = self._cursor_row(s, campaign_id, source, term) or m.SourceCursor(
+                campaign_id=campaign_id, source=source, term=term
+            )
             row.cursor, row.updated_at = cursor, m.utcnow()
             if last_post_id is not None:
                 row.last_post_id = last_post_id

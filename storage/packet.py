@@ -151,7 +151,7 @@ def _render_html(packet: dict[str, Any]) -> str:
         if media["kind"] == "video"
         else f'<img src="{e(files["media"])}" style="max-width:480px">'
     )
-    shot = f'<h2>Screenshot</h2><img src="screenshot.png" style="max-width:100%">' if "screenshot" in files else ""
+    shot = '<h2>Screenshot</h2><img src="screenshot.png" style="max-width:100%">' if "screenshot" in files else ""
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>Takedown evidence #{rec['id']}</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}td,th{{border:1px solid #ccc;padding:4px;vertical-align:top}}table{{border-collapse:collapse}}</style>

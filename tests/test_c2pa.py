@@ -4,28 +4,24 @@ from __future__ import annotations
 import datetime
 import io
 import json
-import os
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import fixtures_dir
 
 from detectors.base import MediaInput
 from detectors.c2pa_check import C2PADetector, analyse_store, judge
 
 c2pa = pytest.importorskip("c2pa")
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+from tests.conftest import FIXTURES
 MIME = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp", ".mp4": "video/mp4"}
 TRAINED = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 
 
 def fixture_dir(sub: str) -> Path:
-    path = FIXTURES / sub
-    if not path.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"third-party fixtures missing at {path} (CI must have ../shared/fixtures)")
-        pytest.skip(f"third-party fixtures not present at {path}")
-    return path
+    return fixtures_dir() / sub
 
 
 def item(path: Path) -> MediaInput:

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.conftest import fixtures_dir
 from PIL import Image
 
 from detectors.hashing import (
@@ -22,16 +23,10 @@ from detectors.hashing import (
 )
 from detectors.video import sample_frames, video_duration_s
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 
 
 def fixture_dir(sub: str) -> Path:
-    path = FIXTURES / sub
-    if not path.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"third-party fixtures missing at {path} (CI must have ../shared/fixtures)")
-        pytest.skip(f"third-party fixtures not present at {path}")
-    return path
+    return fixtures_dir() / sub
 
 
 # ---------------------------------------------------------------------------- media makers
