@@ -202,9 +202,7 @@ class CampaignRun:
             elif kind == "fetch":
                 load[("f", ctx[0])] -= 1
                 if isinstance(result, Exception):
-                    for ref_ in ctx[1]:
-                        self._drop(Drop("fetch", "fetch worker failed", ref_.url, _root_cause(result)))
-                    continue
+                    result = [Drop("fetch", "fetch worker failed", r.url, _root_cause(result)) for r in ctx[1]]
                 for item in result:
                     if isinstance(item, Drop):
                         self._drop(item)
@@ -216,7 +214,7 @@ class CampaignRun:
                 if isinstance(result, Exception):
                     for sha, _, _ in ctx[1]:
                         self._drop(Drop("detect", "detector failed", sha, _root_cause(result)))
-                    continue
+                    result = []
                 for analysis in result:
                     v = analysis.verdict
                     store.save_analysis(analysis.sha256, analysis.detections, v.band, v.score, v.reasons)
