@@ -131,8 +131,8 @@ class CampaignRun:
         for sha, ph, pdq, quality in images:
             index.add_image(sha, ph, pdq, quality)
         self.bank = KnownFakesBank(store)
-        for sha, fh in videos:
-            index.add_video(sha, fh)
+        for sha, fh, vp in videos:
+            index.add_video(sha, fh, vp)
 
         crawlers: dict[str, Any] = {}
         for src in spec.sources:
@@ -301,6 +301,7 @@ class CampaignRun:
             pdq=item.pdq,
             pdq_quality=item.pdq_quality,
             frame_hashes=list(item.frame_hashes),
+            vpdq=[list(f) for f in item.vpdq],
         )
         for post_pk, position in sightings_waiting.pop(item.url, []):
             self._sight(item.sha256, post_pk, item.url, position)
@@ -310,14 +311,14 @@ class CampaignRun:
         if item.kind == "image":
             match = index.match_image(item.phash, item.pdq, item.pdq_quality)
         else:
-            match = index.match_video(list(item.frame_hashes))
+            match = index.match_video(list(item.frame_hashes), list(item.vpdq))
         if match is not None:
             self.store.mark_duplicate(item.sha256, match.sha256, match.distance)
             self._count("duplicates_near")
         elif item.kind == "image":
             index.add_image(item.sha256, item.phash, item.pdq, item.pdq_quality)
         else:
-            index.add_video(item.sha256, list(item.frame_hashes))
+            index.add_video(item.sha256, list(item.frame_hashes), list(item.vpdq))
         if self._judge_by_bank(item):
             return  # a known fake: no detector is spent on it
         if match is not None:

@@ -3,7 +3,8 @@
 Exact duplicates need no code here: media rows are keyed by sha256. Near duplicates (a
 re-upload resized, re-encoded or cropped) are found through the multi-index hash index
 (`storage.hashindex`): images by PDQ (256 bits, quality-gated) and by pHash (64 bits), videos by
-their sampled-frame hashes with a both-ways share rule. A match means the item is not classified
+vPDQ (per-frame PDQ, half a second apart) with a both-ways share rule, falling back to
+sampled-frame pHashes for videos without usable vPDQ frames. A match means the item is not classified
 again: it joins the cluster of the item it copies (see `storage.queries` for cluster verdicts).
 
 Match rule for images, in order:
@@ -24,6 +25,7 @@ from storage.hashindex import BinaryHashIndex
 PDQ_MATCH = SIGNALS["pdq"].default_threshold
 PDQ_QUALITY_MIN = SIGNALS["pdq"].quality_cutoff or 0
 PDQ_CONFIRM = 90
+VPDQ_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class PerceptualIndex:
         self._pdq: list[tuple[str | None, int | None]] = []
         self._phash_index = BinaryHashIndex(bits=64)
         self._pdq_index = BinaryHashIndex(bits=256)
-        self._videos: list[tuple[str, list[str]]] = []
+        self._videos: list[tuple[str, list[str], list]] = []  # (sha256, frame pHashes, vPDQ frames)
 
     def __len__(self) -> int:
         return len(self._sha) + len(self._videos)
@@ -59,9 +61,9 @@ class PerceptualIndex:
         if pdq_hex and (pdq_quality or 0) >= PDQ_QUALITY_MIN:
             self._pdq_index.add_one(ident, pdq_hex)
 
-    def add_video(self, sha256: str, frame_hashes: list[str]) -> None:
-        if frame_hashes:
-            self._videos.append((sha256, list(frame_hashes)))
+    def add_video(self, sha256: str, frame_hashes: list[str], vpdq: list | None = None) -> None:
+        if frame_hashes or vpdq:
+            self._videos.append((sha256, list(frame_hashes), _frames(vpdq)))
 
     def match_image(self, phash_hex: str | None, pdq_hex: str | None = None, pdq_quality: int | None = None) -> Match | None:
         if pdq_hex and (pdq_quality or 0) >= PDQ_QUALITY_MIN and len(self._pdq_index):
@@ -78,12 +80,34 @@ class PerceptualIndex:
             return Match(self._sha[ident], float(dist), "phash")
         return None
 
-    def match_video(self, frame_hashes: list[str]) -> Match | None:
+    def match_video(self, frame_hashes: list[str], vpdq: list | None = None) -> Match | None:
+        """vPDQ (ThreatExchange's rule: frames within 31 bits, quality >= 50, half of each
+        video's frames found in the other) when both videos have usable vPDQ frames; the sampled
+        frame pHashes with the same share rule otherwise."""
         from detectors.hashing import video_match
+        from detectors.vpdq import vpdq_match
 
+        query = _frames(vpdq)
         best: Match | None = None
-        for sha, known in self._videos:
-            matched, share = video_match(frame_hashes, known, max_distance=self.video_frame_distance)
+        for sha, known_frames, known_vpdq in self._videos:
+            if _usable(query) and _usable(known_vpdq):
+                share = min(vpdq_match(query, known_vpdq))
+                matched, signal = share >= VPDQ_SHARE, "vpdq"
+            elif frame_hashes and known_frames:
+                matched, share = video_match(frame_hashes, known_frames, max_distance=self.video_frame_distance)
+                signal = "video-frames"
+            else:
+                continue
             if matched and (best is None or 1 - share < best.distance):
-                best = Match(sha, round(1 - share, 4), "video-frames")
+                best = Match(sha, round(1 - share, 4), signal)
         return best
+
+
+def _frames(vpdq: list | None) -> list:
+    from detectors.vpdq import VpdqFrame
+
+    return [VpdqFrame(float(t), int(q), str(h)) for t, q, h in (vpdq or [])]
+
+
+def _usable(frames: list) -> bool:
+    return any(f.quality >= PDQ_QUALITY_MIN for f in frames)

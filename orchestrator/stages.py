@@ -50,6 +50,7 @@ class MediaRecord:
     frame_hashes: tuple[str, ...]
     pdq: str | None = None
     pdq_quality: int | None = None
+    vpdq: tuple[tuple[float, int, str], ...] = ()  # videos: (t_s, quality, PDQ hex) per sampled frame
 
 
 @dataclass
@@ -111,6 +112,7 @@ class FetchStage:
                 out.append(Drop("probe", str(exc), ref.url, f"declared {declared_mime}"))
                 continue
             pdq, pdq_quality = _pdq_or_none(data) if info.kind == "image" else (None, None)
+            vpdq = _vpdq_or_empty(data) if info.kind == "video" else ()
             sha = self.blobs.put(data)
             out.append(
                 MediaRecord(
@@ -126,6 +128,7 @@ class FetchStage:
                     frame_hashes=tuple(info.frame_hashes),
                     pdq=pdq,
                     pdq_quality=pdq_quality,
+                    vpdq=vpdq,
                 )
             )
         return out
@@ -143,6 +146,17 @@ def _pdq_or_none(data: bytes) -> tuple[str | None, int | None]:
         return pdq_from_bytes(data)
     except MediaDecodeError:
         return None, None
+
+
+def _vpdq_or_empty(data: bytes) -> tuple[tuple[float, int, str], ...]:
+    """vPDQ every half second (short clips need several frames for the share rule)."""
+    from detectors.hashing import MediaDecodeError
+    from detectors.vpdq import vpdq_hashes
+
+    try:
+        return tuple((f.t_s, f.quality, f.hash_hex) for f in vpdq_hashes(data, seconds_per_hash=0.5))
+    except MediaDecodeError:
+        return ()
 
 
 class DetectStage:

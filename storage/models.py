@@ -78,6 +78,7 @@ class Media(SQLModel, table=True):
     pdq: Optional[str] = Field(default=None, index=True)  # 64 hex chars, images only
     pdq_quality: Optional[int] = None
     frame_hashes: list = Field(default_factory=list, sa_column=Column(JSON))
+    vpdq: list = Field(default_factory=list, sa_column=Column(JSON))  # videos: [[t_s, quality, pdq hex], ...]
     first_seen_at: datetime = _utc_column(nullable=False, default=utcnow)
     # Near-duplicate of an earlier item: its verdict is reused and no detector runs on this one.
     duplicate_of: Optional[str] = Field(default=None, foreign_key="media.sha256", index=True)

@@ -48,3 +48,18 @@ def test_video_match_needs_shared_frames_both_ways():
     assert match is not None and match.sha256 == "v" * 64
     unrelated = [format(0x0F0F0F0F0F0F0F0F ^ (k << 40), "016x") for k in range(8)]
     assert index.match_video(unrelated) is None
+
+
+def test_video_match_by_vpdq_when_both_have_good_frames():
+    index = PerceptualIndex()
+    frames = [format(0x1111111111111111 * k, "016x") * 4 for k in range(1, 7)]
+    known = [[i * 0.5, 90, h] for i, h in enumerate(frames)]
+    index.add_video("v" * 64, ["0" * 16], known)  # frame pHashes unrelated: vPDQ must decide
+    near = [[t, 80, _flip(h, (1 << 25) - 1)] for t, _, h in known]  # 25 bits off each
+    match = index.match_video(["f" * 16], near)
+    assert match is not None and match.signal == "vpdq" and match.distance == 0
+    far = [[t, 80, _flip(h, (1 << 200) - 1)] for t, _, h in known]
+    assert index.match_video(["f" * 16], far) is None
+    # Low-quality vPDQ frames are not trusted: the frame pHashes decide (and differ here).
+    weak = [[t, 10, h] for t, _, h in near]
+    assert index.match_video(["f" * 16], weak) is None

@@ -46,6 +46,7 @@ def test_fetch_stage_stores_probes_and_drops_with_reasons(tmp_path):
     assert isinstance(png, MediaRecord) and png.kind == "image" and png.mime == "image/png" and len(png.phash) == 16
     assert (tmp_path / "blobs" / png.sha256[:2] / png.sha256[2:4] / png.sha256).exists()
     assert isinstance(mp4, MediaRecord) and mp4.kind == "video" and mp4.frame_hashes
+    assert mp4.vpdq and all(len(h) == 64 for _, _, h in mp4.vpdq)
     assert isinstance(broken, Drop) and broken.stage == "probe" and "text/html" in broken.reason
     assert isinstance(missing, Drop) and missing.stage == "fetch" and missing.reason == "HTTP 404"
 
