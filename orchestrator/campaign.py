@@ -416,6 +416,11 @@ class CampaignRun:
             "started_at": started.isoformat(),
             "seconds": round(seconds, 2),
             "cluster": cluster,
+            "window": {
+                "start": self.spec.window.start.isoformat() if self.spec.window.start else None,
+                "end": self.spec.window.end.isoformat() if self.spec.window.end else None,
+                "timezone": self.spec.window.timezone,
+            },
             "detectors": detectors,
             "counts": {
                 "pages": c["pages"],

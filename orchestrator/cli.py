@@ -33,6 +33,7 @@ console = Console()
 err = Console(stderr=True)
 
 DbOpt = typer.Option(None, "--db", help=f"Database URL [env DEEPWATCH_DB; default {DEFAULT_DATABASE}]")
+TzOpt = typer.Option("UTC", "--tz", help="Show times in this zone (they are stored in UTC)")
 BlobsOpt = typer.Option(None, "--blobs", help=f"Blob store path [env DEEPWATCH_BLOBS; default {DEFAULT_BLOBS}]")
 
 
@@ -114,16 +115,27 @@ def _parse_time(value: Optional[str], name: str) -> Optional[datetime]:
     return t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
 
 
-def _list(db: Optional[str], as_json: bool, **filters: Any) -> None:
+def _list(db: Optional[str], as_json: bool, tz: str, **filters: Any) -> None:
     from orchestrator.progress import print_evidence_table
     from storage.queries import EvidenceFilter, search_evidence
 
+    _check_zone(tz)
     store = _open_store(db)
     rows = search_evidence(store, EvidenceFilter(**filters))
     if as_json:
         typer.echo(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
     else:
-        print_evidence_table(console, rows)
+        print_evidence_table(console, rows, tz)
+
+
+def _check_zone(tz: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        _fail(f"--tz: unknown time zone {tz!r} (use an IANA name like Asia/Seoul)")
+
 
 
 @evidence_app.command("list")
@@ -138,10 +150,11 @@ def evidence_list(
     limit: int = typer.Option(100, min=1, max=10_000),
     offset: int = typer.Option(0, min=0),
     as_json: bool = typer.Option(False, "--json", help="JSON output"),
+    tz: str = TzOpt,
     db: Optional[str] = DbOpt,
 ) -> None:
     """List evidence records, newest post first."""
-    _list(db, as_json, campaign=campaign, platform=platform, keyword=keyword, verdict=verdict, min_score=min_score,
+    _list(db, as_json, tz, campaign=campaign, platform=platform, keyword=keyword, verdict=verdict, min_score=min_score,
           since=_parse_time(since, "since"), until=_parse_time(until, "until"), limit=limit, offset=offset)
 
 
@@ -156,10 +169,11 @@ def evidence_search(
     until: Optional[str] = typer.Option(None),
     limit: int = typer.Option(100, min=1, max=10_000),
     as_json: bool = typer.Option(False, "--json"),
+    tz: str = TzOpt,
     db: Optional[str] = DbOpt,
 ) -> None:
     """Search evidence by keyword, with the same filters as list."""
-    _list(db, as_json, campaign=campaign, platform=platform, keyword=keyword, verdict=verdict, min_score=min_score,
+    _list(db, as_json, tz, campaign=campaign, platform=platform, keyword=keyword, verdict=verdict, min_score=min_score,
           since=_parse_time(since, "since"), until=_parse_time(until, "until"), limit=limit)
 
 
@@ -167,13 +181,14 @@ def evidence_search(
 def evidence_show(
     evidence_id: int = typer.Argument(...),
     as_json: bool = typer.Option(False, "--json"),
-    tz: str = typer.Option("UTC", "--tz", help="Show times in this zone (stored as UTC)"),
+    tz: str = TzOpt,
     db: Optional[str] = DbOpt,
 ) -> None:
     """One evidence record with its sightings and detections."""
     from orchestrator.progress import print_evidence_detail
     from storage.queries import evidence_detail
 
+    _check_zone(tz)
     record = evidence_detail(_open_store(db), evidence_id)
     if record is None:
         _fail(f"no evidence record with id {evidence_id}", code=1)

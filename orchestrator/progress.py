@@ -72,6 +72,9 @@ def print_summary(console: Console, report: dict[str, Any], tz: str = "UTC") -> 
             for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
                 drops.add_row(stage, escape(reason), str(n))
         console.print(drops)
+    window = report.get("window") or {}
+    if window.get("start") or window.get("end"):
+        console.print(f"election window: {_local(window.get('start'), tz) or '-'} to {_local(window.get('end'), tz) or '-'}")
     gt = report.get("ground_truth")
     if gt:
         console.print(
@@ -82,6 +85,11 @@ def print_summary(console: Console, report: dict[str, Any], tz: str = "UTC") -> 
 
 
 def _local(value: Any, tz: str) -> str:
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return value
     if isinstance(value, datetime):
         return value.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M %Z")
     return str(value or "")
