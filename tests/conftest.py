@@ -68,3 +68,16 @@ def blobs(tmp_path):
     from storage.blobs import BlobStore
 
     return BlobStore(tmp_path / "blobs")
+
+
+@pytest.fixture(scope="session")
+def demo_platform_small():
+    """The real bundled demo platform on a small world: (base_url, world)."""
+    from demo_platform.server import DemoPlatform
+    from demo_platform.world import build_world
+
+    world = build_world(seed=7, n_posts=30)
+    platform = DemoPlatform(world)
+    base = platform.start()
+    yield base, world
+    platform.stop()

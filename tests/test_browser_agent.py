@@ -154,22 +154,15 @@ def test_bad_settings_are_refused(platform, blobs):
         BrowserAgent(platform.base_url, blobs).fetch_page("x", "c1")
 
 
-def test_against_the_real_demo_platform(blobs):
-    server = pytest.importorskip("demo_platform.server", reason="demo_platform/server.py is not built yet")
-    world_mod = pytest.importorskip("demo_platform.world", reason="demo_platform/world.py is not built yet")
-    world = world_mod.build_world(seed=7, n_posts=30)
-    platform = server.DemoPlatform(world)
-    base = platform.start()
-    try:
-        term = world.search_terms[0]
-        with BrowserAgent(base, blobs, render_timeout_s=5) as a:
-            page = a.fetch_page(term, None)
-            assert page.posts, f"nothing rendered for {term!r}"
-            assert len({p.post_id for p in page.posts}) == len(page.posts)
-            assert a.stats.drops == []  # reached #end-of-feed, every post parsed
-            assert all(m.url.startswith(base + "/") for p in page.posts for m in p.media)
-            cap = a.capture(page.posts[0].url)
-        assert cap.status == 200
-        assert page.posts[0].post_id in blobs.get(cap.html_sha256).decode()
-    finally:
-        platform.stop()
+def test_against_the_real_demo_platform(blobs, demo_platform_small):
+    base, world = demo_platform_small
+    term = world.search_terms[0]
+    with BrowserAgent(base, blobs, render_timeout_s=5) as a:
+        page = a.fetch_page(term, None)
+        assert page.posts, f"nothing rendered for {term!r}"
+        assert len({p.post_id for p in page.posts}) == len(page.posts)
+        assert a.stats.drops == []  # reached #end-of-feed, every post parsed
+        assert all(m.url.startswith(base + "/") for p in page.posts for m in p.media)
+        cap = a.capture(page.posts[0].url)
+    assert cap.status == 200
+    assert page.posts[0].post_id in blobs.get(cap.html_sha256).decode()

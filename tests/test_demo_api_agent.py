@@ -140,22 +140,15 @@ def test_registry_builds_agents_and_explains_mistakes(platform, fetcher, tmp_pat
         build_agent("browser", {"base_url": platform.base_url, "selectors": {"postt": "x"}}, fetcher=fetcher, blobs=blobs)
 
 
-def test_against_the_real_demo_platform(fetcher):
-    server = pytest.importorskip("demo_platform.server", reason="demo_platform/server.py is not built yet")
-    world_mod = pytest.importorskip("demo_platform.world", reason="demo_platform/world.py is not built yet")
-    world = world_mod.build_world(seed=7, n_posts=30)
-    platform = server.DemoPlatform(world)
-    base = platform.start()
-    try:
-        agent = DemoApiAgent(base, fetcher, page_size=7)
-        term = world.search_terms[0]
-        posts = crawl(agent, term)
-        assert posts, f"the demo world has no posts for {term!r}"
-        assert len({p.post_id for p in posts}) == len(posts)
-        assert all(p.created_at.tzinfo is not None and p.url.startswith(base) for p in posts)
-        assert agent.stats.drops == []
-        media = next(m for p in posts for m in p.media)
-        fetched = fetcher.fetch_media(media)
-        assert fetched.data and fetched.final_url == media.url
-    finally:
-        platform.stop()
+def test_against_the_real_demo_platform(fetcher, demo_platform_small):
+    base, world = demo_platform_small
+    agent = DemoApiAgent(base, fetcher, page_size=7)
+    term = world.search_terms[0]
+    posts = crawl(agent, term)
+    assert posts, f"the demo world has no posts for {term!r}"
+    assert len({p.post_id for p in posts}) == len(posts)
+    assert all(p.created_at.tzinfo is not None and p.url.startswith(base) for p in posts)
+    assert agent.stats.drops == []
+    media = next(m for p in posts for m in p.media)
+    fetched = fetcher.fetch_media(media)
+    assert fetched.data and fetched.final_url == media.url
