@@ -13,7 +13,7 @@ import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import asdict
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
@@ -63,6 +63,7 @@ class CampaignRun:
         self.deadline = t0 + self.spec.limits.max_seconds
         store = Store(self.spec.storage.database)
         self.store = store
+        self.bank = KnownFakesBank(store)
         campaign_id = store.upsert_campaign(self.spec.name, self.spec_text)
         self.campaign_id = campaign_id
         store.set_campaign_status(campaign_id, "running")
@@ -130,7 +131,6 @@ class CampaignRun:
         images, videos = store.perceptual_hashes()
         for sha, ph, pdq, quality in images:
             index.add_image(sha, ph, pdq, quality)
-        self.bank = KnownFakesBank(store)
         for sha, fh, vp in videos:
             index.add_video(sha, fh, vp)
 
@@ -485,13 +485,7 @@ def ground_truth_scores(world: Any, url_sha: dict[str, str], verdicts: dict[str,
 
 
 def _with_source(post: PostRecord, source: str) -> PostRecord:
-    if post.source == source:
-        return post
-    fields = asdict(post)
-    fields["source"] = source
-    fields["media"] = post.media
-    fields["hashtags"] = post.hashtags
-    return PostRecord(**fields)
+    return post if post.source == source else replace(post, source=source)
 
 
 def _root_cause(exc: BaseException) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from detectors.hashing import hamming
 from detectors.signals import SIGNALS
 from storage.hashindex import BinaryHashIndex
 
@@ -33,10 +34,6 @@ class Match:
     sha256: str
     distance: float  # bits for images; for videos, 1 - the smaller share of matching frames
     signal: str = "phash"
-
-
-def _pdq_distance(a: str, b: str) -> int:
-    return bin(int(a, 16) ^ int(b, 16)).count("1")
 
 
 class PerceptualIndex:
@@ -75,7 +72,7 @@ class PerceptualIndex:
             return None
         for ident, dist in self._phash_index.search(phash_hex, self.image_max_distance):
             other_pdq, _ = self._pdq[ident]
-            if pdq_hex and other_pdq and _pdq_distance(pdq_hex, other_pdq) > PDQ_CONFIRM:
+            if pdq_hex and other_pdq and hamming(pdq_hex, other_pdq) > PDQ_CONFIRM:
                 continue  # a pHash near-collision between different pictures
             return Match(self._sha[ident], float(dist), "phash")
         return None

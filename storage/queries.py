@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import or_
 from sqlmodel import select
 
+from detectors.hashing import hamming
 from storage import models as m
 from storage.db import Store, as_utc
 
@@ -186,7 +187,7 @@ def _cluster_judges(s: Any, roots: set[str]) -> dict[str, m.Media]:
 
 def _distance(a: m.Media, b: m.Media) -> float | None:
     if a.phash and b.phash:
-        return float(bin(int(a.phash, 16) ^ int(b.phash, 16)).count("1"))
+        return float(hamming(a.phash, b.phash))
     return b.duplicate_distance if b.duplicate_of == a.sha256 else a.duplicate_distance
 
 

@@ -34,20 +34,17 @@ def similar_images(
             )
         ).all()
         shas = [r[0] for r in rows]
-        best: dict[int, tuple[str, int]] = {}  # row -> (signal, distance)
+        # Rank by the share of bits that differ, so PDQ (256) and pHash (64) distances compare.
+        best: dict[int, tuple[float, str, int]] = {}  # row -> (share, signal, distance)
         for signal, bits, col, query, radius in (("pdq", 256, 2, pdq, max_pdq), ("phash", 64, 1, phash, max_phash)):
-            if not query:
+            ids = [i for i, r in enumerate(rows) if r[col]]
+            if not query or not ids:
                 continue
             index = BinaryHashIndex(bits=bits)
-            ids = [i for i, r in enumerate(rows) if r[col]]
-            if not ids:
-                continue
             index.add(ids, [rows[i][col] for i in ids])
             for ident, dist in index.search(query, radius):
-                # Rank by the share of bits that differ, so PDQ and pHash distances compare.
-                if ident not in best or dist / bits < best[ident][1] / (256 if best[ident][0] == "pdq" else 64):
-                    best[ident] = (signal, dist)
-        order = sorted(best, key=lambda i: best[i][1] / (256 if best[i][0] == "pdq" else 64))[:limit]
+                best[ident] = min(best.get(ident, (2.0, "", 0)), (dist / bits, signal, dist))
+        order = sorted(best, key=lambda i: best[i])[:limit]
         matches = []
         for ident in order:
             media = s.get(m.Media, shas[ident])
@@ -58,8 +55,8 @@ def similar_images(
             matches.append(
                 {
                     "sha256": media.sha256,
-                    "signal": best[ident][0],
-                    "distance": best[ident][1],
+                    "signal": best[ident][1],
+                    "distance": best[ident][2],
                     "phash": media.phash,
                     "pdq": media.pdq,
                     "verdict": judged.verdict,
