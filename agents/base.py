@@ -20,6 +20,9 @@ class MediaRef:
     url: str
     kind: MediaKind
     position: int = 0  # order inside the post
+    # How the fetch stage turns `url` into bytes: None = a direct media URL; "ytdlp" = a page
+    # (a YouTube watch URL, say) whose media yt-dlp extracts (agents/ytdlp.py).
+    resolver: str | None = None
 
 
 @dataclass(frozen=True)
@@ -77,9 +80,15 @@ class AgentStats:
 
 
 class Agent(Protocol):
-    """One verb: fetch the page after `cursor` for the given query term."""
+    """One verb: fetch the page after `cursor` for the given query term.
+
+    Search agents (`searches = True`) are called once per campaign term. Feed agents (an RSS
+    feed, a channel, a web page: `searches = False`) read what their params name and are
+    called once per source with term "" (they may still filter on their own `keywords`).
+    """
 
     platform: str
+    searches: bool
 
     def fetch_page(self, term: str, cursor: str | None) -> Page: ...
 

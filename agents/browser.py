@@ -104,6 +104,7 @@ class BrowserAgent:
     """
 
     platform = "demo"
+    searches = True
 
     def __init__(
         self,

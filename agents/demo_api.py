@@ -52,6 +52,7 @@ class DemoApiAgent:
     """`Agent` for the demo platform's JSON API; one call fetches one page of results."""
 
     platform = "demo"
+    searches = True
 
     def __init__(self, base_url: str, fetcher: Fetcher, page_size: int = 50):
         self.base_url = check_base_url(base_url)

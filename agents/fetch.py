@@ -247,6 +247,13 @@ class Fetcher:
         except (ValueError, UnicodeDecodeError) as exc:
             raise FetchError("invalid JSON", f"{exc}; body starts {body[:60]!r}", url=final_url) from None
 
+    def get_document(self, url: str, params: dict[str, Any] | None = None, accept: str = "text/html,application/xml;q=0.9,*/*;q=0.5") -> Fetched:
+        """GET a text document (HTML page, RSS/Atom feed) under the JSON size cap; raises FetchError.
+
+        Returns the raw bytes: feed and HTML parsers sniff the encoding better than a header does.
+        """
+        return self._fetch(url, params, self.policy.max_json_bytes, accept)
+
     def fetch_media(self, ref: MediaRef) -> FetchResult:
         """The bytes behind a media reference, or a Drop(stage="fetch") saying why not."""
         if not isinstance(ref, MediaRef):
