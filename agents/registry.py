@@ -11,10 +11,17 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from agents.base import Agent
+from agents.bluesky import BlueskyAgent
 from agents.browser import BrowserAgent
 from agents.demo_api import DemoApiAgent
 from agents.errors import AgentConfigError
+from agents.feeds import RssAgent
 from agents.fetch import Fetcher
+from agents.mastodon import MastodonAgent
+from agents.reddit import RedditAgent
+from agents.telegram import TelegramAgent
+from agents.web import WebAgent
+from agents.youtube import YouTubeAgent
 from storage.blobs import BlobStore
 
 
@@ -43,6 +50,13 @@ def _register(*types: AgentType) -> dict[str, AgentType]:
 AGENT_TYPES: dict[str, AgentType] = _register(
     AgentType("demo_api", DemoApiAgent, ("fetcher",), "the demo platform's JSON search API"),
     AgentType("browser", BrowserAgent, ("blobs",), "a JS-rendered feed read in headless Chromium"),
+    AgentType("mastodon", MastodonAgent, ("fetcher",), "Mastodon hashtag timelines and status search"),
+    AgentType("bluesky", BlueskyAgent, ("fetcher",), "Bluesky post search (app.bsky.feed.searchPosts)"),
+    AgentType("reddit", RedditAgent, ("fetcher",), "Reddit search and subreddit listings (JSON API)"),
+    AgentType("youtube", YouTubeAgent, ("fetcher",), "YouTube channel / playlist Atom feeds; media via yt-dlp"),
+    AgentType("rss", RssAgent, ("fetcher",), "one RSS 2.0 or Atom feed; media from enclosures, media:content/thumbnail and inline <img>"),
+    AgentType("web", WebAgent, ("fetcher",), "web pages, optionally following same-host links breadth first; one post per page"),
+    AgentType("telegram", TelegramAgent, ("fetcher",), "a public Telegram channel's t.me/s web preview, paged with ?before="),
 )
 
 

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass
+from datetime import datetime
 
 from demo_platform.model import WorldPost
 from demo_platform.world import World
@@ -38,6 +39,9 @@ class DemoApi:
     def __init__(self, world: World):
         self.world = world
         self._key = hashlib.sha256(f"deepwatch-demo-cursor:{world.seed}".encode()).digest()
+        # The platform's "now": posts created later are not published yet. Tests move it forward
+        # to show that a re-run of a campaign fetches only the posts that appeared since.
+        self.clock: datetime | None = None
 
     # -- records ---------------------------------------------------------------------------
     def post_json(self, post: WorldPost, base: str) -> dict:
@@ -77,6 +81,8 @@ class DemoApi:
 
     def _page(self, feed_key: str, feed: list[WorldPost], cursor: str | None, limit: str | None) -> FeedPage:
         n = parse_limit(limit)
+        if self.clock is not None:
+            feed = [p for p in feed if p.created_at <= self.clock]
         start = 0
         if cursor:  # an empty cursor parameter means "first page", as omitting it does
             after = self._open_cursor(cursor, feed_key)

@@ -227,6 +227,12 @@ class DemoPlatform:
         self.base_url = f"http://{shown}:{bound_port}"
         return self.base_url
 
+    @property
+    def api(self) -> DemoApi:
+        if self._server is None:
+            raise RuntimeError("the demo platform is not running")
+        return self._server.api
+
     def stop(self) -> None:
         if self._server is None:
             return

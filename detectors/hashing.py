@@ -23,7 +23,12 @@ PHASH_DRAFT_SIZE = (128, 128)
 
 
 class MediaDecodeError(ValueError):
-    """The bytes are not usable media; `str(exc)` says why in plain words."""
+    """The bytes are not usable media; `str(exc)` says why in plain words, `reason` is the short
+    stable part a run report counts by (no sizes or decoder messages in it)."""
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 @dataclass(frozen=True)
@@ -142,7 +147,7 @@ def _decode(
             if width * height > MAX_PIXELS:
                 raise MediaDecodeError(
                     f"corrupt image: {width}x{height} pixels is over the {MAX_PIXELS:,} pixel "
-                    "limit (decompression bomb)"
+                    "limit (decompression bomb)", reason="corrupt image: decompression bomb",
                 )
             if img.format == "JPEG" and (draft_size is not None or gray):
                 img.draft("L" if gray else "RGB", draft_size or (width, height))
@@ -157,16 +162,16 @@ def _decode(
     except MediaDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise MediaDecodeError(f"corrupt image: decompression bomb ({exc})") from exc
+        raise MediaDecodeError(f"corrupt image: decompression bomb ({exc})", reason="corrupt image: decompression bomb") from exc
     except Image.UnidentifiedImageError as exc:
         raise MediaDecodeError(f"unsupported image format: Pillow cannot read this {mime}") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         message = str(exc)
         if "truncated" in message.lower() or isinstance(exc, EOFError):
             raise MediaDecodeError("corrupt image: truncated") from exc
-        raise MediaDecodeError(f"corrupt image: {message}") from exc
+        raise MediaDecodeError(f"corrupt image: {message}", reason="corrupt image") from exc
     except Exception as exc:  # malformed files trip odd errors inside decoders (struct, index...)
-        raise MediaDecodeError(f"corrupt image: {type(exc).__name__}: {exc}") from exc
+        raise MediaDecodeError(f"corrupt image: {type(exc).__name__}: {exc}", reason="corrupt image") from exc
     return img, (width, height)
 
 

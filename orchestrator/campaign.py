@@ -9,12 +9,13 @@ stage is counted with its reason in the run report.
 """
 from __future__ import annotations
 
+import heapq
 import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,6 +24,7 @@ from agents.base import Post as PostRecord
 from detectors.base import Detection
 from detectors.signals import SIGNALS
 from orchestrator import wiring
+from orchestrator.crawlbook import Chain, CrawlBook
 from orchestrator.dedup import PerceptualIndex
 from orchestrator.spec import EMBEDDED, CampaignSpec
 from orchestrator.stages import FetchPolicySpec, MediaRecord, PageResult
@@ -34,6 +36,7 @@ FLAGGED = ("confirmed_ai", "likely_fake")
 BANK_MIN_SCORE = 0.9  # a likely_fake verdict at least this sure enters the known-fakes bank
 BANK_PDQ_QUALITY = SIGNALS["pdq"].quality_cutoff or 0  # weaker PDQ hashes are neither banked nor matched
 _INFLIGHT_PER_ACTOR = 2  # backpressure: crawlers cannot outrun fetchers and detectors
+_CRAWL_RETRIES = 2  # a page whose crawler died past Ray's retries is asked for again this often
 
 
 class CampaignRun:
@@ -93,17 +96,26 @@ class CampaignRun:
         demo = self.spec.demo_platform
         world = load_world(demo.seed, demo.posts, Path(self.spec.storage.blobs).parent / "demo-world")
         self.platform = DemoPlatform(world)
-        base_url = self.platform.start()
+        try:
+            base_url = self.platform.start(port=demo.port)
+        except OSError:  # the usual port is taken (another run?): any free one still works
+            base_url = self.platform.start(port=0)
         stack.callback(self.platform.stop)
         return base_url
 
     def _policy(self) -> FetchPolicySpec:
         net = self.spec.network
+        # Every crawler and fetch actor holds its own client, so each gets an equal share of the
+        # campaign's per-host rate: together they stay within it.
+        workers = len(self.spec.sources) + self.spec.scaling.fetch_actors
         return FetchPolicySpec(
             allow_networks=tuple(net.allow_networks),
             contact_url=net.contact_url,
             timeout_s=net.timeout_s,
             max_bytes=self.spec.limits.max_media_bytes,
+            respect_robots=net.respect_robots,
+            per_host_concurrency=net.per_host_concurrency,
+            per_host_rps=net.per_host_rps / workers if net.per_host_rps else None,
         )
 
     def _detector_kwargs(self) -> dict[str, Any]:
@@ -140,33 +152,57 @@ class CampaignRun:
             if params.get("base_url") == EMBEDDED:
                 params["base_url"] = base_url
             crawlers[src.name] = wiring.crawler_actor(src.name, src.type, params, policy, blobs_root)
+        self.crawlers = crawlers  # tests kill one mid-run to show the run survives it
         fetchers = [wiring.fetch_actor(policy, blobs_root) for _ in range(spec.scaling.fetch_actors)]
+        self.fetchers = fetchers
         detector_pool = [wiring.detector_actor(self._detector_kwargs(), blobs_root) for _ in range(spec.scaling.detector_actors)]
         try:
             described = ray.get(detector_pool[0].describe.remote())
         except Exception as exc:  # the model did not load: nothing can be judged, say why
             raise RuntimeError(f"the detectors could not start: {_root_cause(exc)}") from None
 
+        book = CrawlBook(store, self.campaign_id)
         pending: dict[Any, tuple[str, Any]] = {}  # ObjectRef -> (kind, context)
         fetch_queue: deque[MediaRef] = deque()
         # Work left over by an interrupted run: canonical items get the full analysis, near
-        # duplicates the provenance checks only.
+        # duplicates the provenance checks only; media refs of stored posts that were never
+        # fetched go back on the fetch queue.
         detect_queue: deque[tuple[str, str, str]] = deque()
         provenance_queue: deque[tuple[str, str, str]] = deque()
         for media in store.unanalysed_media():
             (provenance_queue if media.duplicate_of else detect_queue).append((media.sha256, media.kind, media.mime))
         queued_urls: set[str] = set()
+        sightings_waiting: dict[str, list[tuple[int, int]]] = defaultdict(list)  # url -> [(post_pk, pos)]
+        for task in store.pending_media_tasks(self.campaign_id):
+            sightings_waiting[task.url].append((task.post_pk, task.position))
+            if task.url not in queued_urls:
+                queued_urls.add(task.url)
+                fetch_queue.append(MediaRef(task.url, task.kind, task.position, task.resolver))  # type: ignore[arg-type]
+                self._count("fetches_resumed")
         load: Counter[tuple[str, int]] = Counter()  # in-flight calls per fetcher / detector index
         bytes_used = 0
-        sightings_waiting: dict[str, list[tuple[int, int]]] = defaultdict(list)  # url -> [(post_pk, pos)]
+        polls: list[tuple[float, str, str]] = []  # (due time, source, term): a scheduled campaign's next passes
 
         def out_of_time() -> bool:
             return time.monotonic() > self.deadline
 
+        def start_pass(source: str, term: str, backfill: bool) -> None:
+            self._count("polls")
+            for chain, cursor in book.start(source, term, backfill=backfill):
+                pending[crawlers[source].page.remote(term, cursor)] = ("crawl", (chain, cursor, 0))
+
+        def schedule_next_poll(source: str, term: str) -> None:
+            if spec.interval is None:
+                return
+            due = time.monotonic() + spec.interval
+            window_end = spec.window.end
+            if due > self.deadline or (window_end is not None and _utc_in(spec.interval) >= window_end):
+                return  # the campaign's window or time budget ends before the next poll
+            heapq.heappush(polls, (due, source, term))
+
         for src in spec.sources:
             for term in spec.terms_for(src):
-                ref = crawlers[src.name].page.remote(term, None)
-                pending[ref] = ("crawl", (src.name, term))
+                start_pass(src.name, term, backfill=True)
 
         def schedule() -> None:
             # Hand queued work to the least-loaded actors, at most _INFLIGHT_PER_ACTOR each.
@@ -189,7 +225,20 @@ class CampaignRun:
                     load[("d", i)] += 1
 
         schedule()  # work left by an earlier, interrupted run can start at once
-        while pending:
+        while pending or polls:
+            if not pending:
+                # Idle between polls of a scheduled campaign: what is judged so far becomes evidence.
+                self._write_evidence()
+                wait_s = polls[0][0] - time.monotonic()
+                if wait_s > 0:
+                    time.sleep(min(wait_s, max(0.0, self.deadline - time.monotonic())))
+                if out_of_time():
+                    break
+            while polls and polls[0][0] <= time.monotonic():
+                _, source, term = heapq.heappop(polls)
+                start_pass(source, term, backfill=False)
+            if not pending:
+                continue
             ready, _ = ray.wait(list(pending), num_returns=1)
             ref = ready[0]
             kind, ctx = pending.pop(ref)
@@ -198,7 +247,18 @@ class CampaignRun:
             except Exception as exc:  # an actor died past its retries, or a stage raised
                 result = exc
             if kind == "crawl":
-                self._on_page(result, ctx, crawlers, pending, fetch_queue, queued_urls, sightings_waiting, out_of_time)
+                chain, cursor, attempt = ctx
+                if isinstance(result, Exception) and attempt < _CRAWL_RETRIES and not out_of_time():
+                    # The actor died past Ray's own retries (a restarted actor has a new client):
+                    # ask again for the same page; the cursor makes the retry exact.
+                    pending[crawlers[chain.source].page.remote(chain.term, cursor)] = ("crawl", (chain, cursor, attempt + 1))
+                    self._count("crawl_retries")
+                else:
+                    more = self._on_page(result, chain, book, fetch_queue, queued_urls, sightings_waiting)
+                    if more is not None and not out_of_time() and self.counts["posts_seen"] < spec.limits.max_posts:
+                        pending[crawlers[chain.source].page.remote(chain.term, more)] = ("crawl", (chain, more, 0))
+                    elif chain.mode != "backfill":
+                        schedule_next_poll(chain.source, chain.term)
             elif kind == "fetch":
                 load[("f", ctx[0])] -= 1
                 if isinstance(result, Exception):
@@ -206,6 +266,9 @@ class CampaignRun:
                 for item in result:
                     if isinstance(item, Drop):
                         self._drop(item)
+                        if item.reason != "fetch worker failed":  # a dead worker's batch stays owed
+                            self.store.finish_media_tasks(self.campaign_id, item.subject, "dropped", item.reason)
+                        sightings_waiting.pop(item.subject, None)
                         continue
                     bytes_used += item.size
                     self._on_media(item, index, detect_queue, provenance_queue, sightings_waiting)
@@ -225,10 +288,12 @@ class CampaignRun:
                             if d.outcome == "error":
                                 self.drops["detect"][f"{d.detector}: {'; '.join(d.reasons) or 'error'}"] += 1
             # Limits: the post limit is enforced in _on_page; bytes and time stop new fetches.
+            # What is left stays pending in the database, so a resumed run fetches it.
             if bytes_used >= spec.limits.max_bytes or out_of_time():
                 reason = "campaign byte limit reached" if bytes_used >= spec.limits.max_bytes else "campaign time limit reached"
                 while fetch_queue:
                     self._drop(Drop("fetch", reason, fetch_queue.popleft().url))
+                polls.clear()
             schedule()
 
         for actor in crawlers.values():
@@ -238,21 +303,21 @@ class CampaignRun:
                 pass  # a crawler that died has nothing left to close
         return described
 
-    def _on_page(self, result: Any, ctx: tuple[str, str], crawlers: dict[str, Any], pending: dict, fetch_queue: deque,
-                 queued_urls: set[str], sightings_waiting: dict, out_of_time: Callable[[], bool]) -> None:
-        source, term = ctx
+    def _on_page(self, result: Any, chain: Chain, book: CrawlBook, fetch_queue: deque, queued_urls: set[str],
+                 sightings_waiting: dict) -> str | None:
+        """Store one page's posts and queue their media; returns the cursor to read next, if any."""
+        source = chain.source
         if isinstance(result, Exception):
             self._drop(Drop("crawl", "source failed", source, _root_cause(result)))
-            return
+            return None
         assert isinstance(result, PageResult)
         for d in result.drops:
             self._drop(d)
         if result.error is not None:
             self._drop(Drop("crawl", "source unreachable", source, result.error))
-            return
+            return None
         page = result.page
         self._count("pages")
-        last_post_id = None
         for post in page.posts:
             if self.counts["posts_seen"] >= self.spec.limits.max_posts:
                 self._drop(Drop("crawl", "campaign post limit reached", post.url))
@@ -263,23 +328,25 @@ class CampaignRun:
                 continue
             post = _with_source(post, source)
             post_pk, created = self.store.upsert_post(self.campaign_id, post)
-            last_post_id = post.post_id
             if created:
                 self._count("posts_new")
-            for ref in post.media:
+            refs = [(r.url, r.kind, r.position, r.resolver) for r in post.media]
+            states = self.store.ensure_media_tasks(self.campaign_id, post_pk, refs)
+            for ref, state in zip(post.media, states):
                 self._count("media_refs")
+                if state != "pending":
+                    continue  # fetched (or dropped) by an earlier pass: its sighting is recorded
                 known = self.url_sha.get(ref.url)
                 if known is not None:
                     self._sight(known, post_pk, ref.url, ref.position)
+                    self.store.finish_media_tasks(self.campaign_id, ref.url, "done")
                     continue
                 sightings_waiting[ref.url].append((post_pk, ref.position))
                 if ref.url not in queued_urls:
                     queued_urls.add(ref.url)
                     fetch_queue.append(ref)
-        self.store.set_cursor(self.campaign_id, source, term, page.next_cursor, last_post_id)
-        more = page.next_cursor is not None and self.counts["posts_seen"] < self.spec.limits.max_posts
-        if more and not out_of_time():
-            pending[crawlers[source].page.remote(term, page.next_cursor)] = ("crawl", (source, term))
+        more = book.after_page(chain, page)
+        return page.next_cursor if more else None
 
     def _sight(self, sha: str, post_pk: int, url: str, position: int) -> None:
         if self.store.add_sighting(media_sha256=sha, post_pk=post_pk, campaign_id=self.campaign_id, media_url=url, position=position):
@@ -305,6 +372,7 @@ class CampaignRun:
         )
         for post_pk, position in sightings_waiting.pop(item.url, []):
             self._sight(item.sha256, post_pk, item.url, position)
+        self.store.finish_media_tasks(self.campaign_id, item.url, "done")
         if not created:
             self._count("duplicates_exact")
             return
@@ -408,7 +476,7 @@ class CampaignRun:
 
     # -- report --------------------------------------------------------------------------------
     def _report(self, started: datetime, seconds: float, cluster: dict, detectors: list[dict]) -> dict[str, Any]:
-        from storage.queries import campaign_media_verdicts
+        from storage.queries import campaign_media_urls, campaign_media_verdicts
 
         c = self.counts
         report: dict[str, Any] = {
@@ -423,10 +491,13 @@ class CampaignRun:
             },
             "detectors": detectors,
             "counts": {
+                "polls": c["polls"],
                 "pages": c["pages"],
+                "crawl_retries": c["crawl_retries"],
                 "posts": c["posts_seen"],
                 "posts_new": c["posts_new"],
                 "media_refs": c["media_refs"],
+                "fetches_resumed": c["fetches_resumed"],
                 "media_fetched": c["media_fetched"],
                 "unique": c["unique"],
                 "duplicates_exact": c["duplicates_exact"],
@@ -447,7 +518,8 @@ class CampaignRun:
         report["counts"]["needs_review"] = bands["needs_review"]
         report["verdicts"] = dict(bands)
         if self.platform is not None:
-            report["ground_truth"] = ground_truth_scores(self.platform.world, self.url_sha, verdicts)
+            # Judged over everything the campaign has seen so far, not only this run's fetches.
+            report["ground_truth"] = ground_truth_scores(self.platform.world, campaign_media_urls(self.store, self.campaign_id), verdicts)
         return report
 
 
@@ -482,6 +554,10 @@ def ground_truth_scores(world: Any, url_sha: dict[str, str], verdicts: dict[str,
         "real_flagged_rate": round(fp / (fp + tn), 4) if fp + tn else None,
         "recall_by_kind": {k: round(v["flagged"] / v["planted"], 4) for k, v in sorted(by_kind.items())},
     }
+
+
+def _utc_in(seconds: float) -> datetime:
+    return datetime.now(timezone.utc) + timedelta(seconds=seconds)
 
 
 def _with_source(post: PostRecord, source: str) -> PostRecord:

@@ -67,9 +67,39 @@ def campaign_validate(spec_path: Path = typer.Argument(..., help="Campaign YAML 
         spec, _ = load_spec(spec_path)
     except SpecError as exc:
         _fail(str(exc))
+    problems = _agent_problems(spec)
+    if problems:
+        _fail(f"{spec_path}: invalid source parameters:\n" + "\n".join(f"  - {p}" for p in problems))
     console.print(f"[green]ok[/]: campaign '{spec.name}' with {len(spec.sources)} source(s)")
     for src in spec.sources:
-        console.print(f"  {src.name} ({src.type}): terms {spec.terms_for(src)}")
+        terms = spec.terms_for(src)
+        shown = f"terms {terms}" if terms != [""] else "a feed, read once per pass"
+        console.print(f"  {src.name} ({src.type}): {shown}")
+    if spec.interval:
+        console.print(f"  re-polled every {spec.interval:g} s until the window ends")
+
+
+def _agent_problems(spec: Any) -> list[str]:
+    """Build each source's agent (nothing is fetched) so a bad parameter shows before a run."""
+    import tempfile
+
+    from agents.errors import AgentConfigError
+    from agents.fetch import Fetcher
+    from agents.registry import build_agent
+    from orchestrator.spec import EMBEDDED
+    from storage.blobs import BlobStore
+
+    problems = []
+    with Fetcher() as fetcher, tempfile.TemporaryDirectory() as tmp:
+        for src in spec.sources:
+            params = dict(src.params)
+            if params.get("base_url") == EMBEDDED:
+                params["base_url"] = "http://127.0.0.1:1"  # stands in for the run's own address
+            try:
+                build_agent(src.type, params, fetcher=fetcher, blobs=BlobStore(tmp)).close()
+            except AgentConfigError as exc:
+                problems.append(f"source '{src.name}': {exc}")
+    return problems
 
 
 @campaign_app.command("run")
@@ -79,14 +109,49 @@ def campaign_run(
     report: Optional[Path] = typer.Option(None, "--report", help="Write the JSON run report here"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Live progress display"),
 ) -> None:
-    """Crawl, fetch, deduplicate, detect and write evidence for one campaign."""
-    from orchestrator.campaign import CampaignRun
-    from orchestrator.progress import LiveProgress, print_summary
+    """Crawl, fetch, deduplicate, detect and write evidence for one campaign.
 
+    Running a campaign again reads only what is new since its last run."""
     try:
         spec, text = load_spec(spec_path)
     except SpecError as exc:
         _fail(str(exc))
+    _run_campaign(spec, text, address, report, progress)
+
+
+@campaign_app.command("resume")
+def campaign_resume(
+    name: str = typer.Argument(..., help="Name of a campaign stored in the database"),
+    db: Optional[str] = DbOpt,
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (default: a local Ray)"),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write the JSON run report here"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Live progress display"),
+) -> None:
+    """Go on with a campaign that was interrupted (killed, crashed, out of time), from the spec
+    saved with it: unfinished sources continue at their stored cursors, stored posts whose media
+    was not fetched are fetched, unanalysed media is analysed. Nothing is fetched or written twice."""
+    from orchestrator.spec import parse_spec_text
+
+    store = _open_store(db)
+    row = store.get_campaign(name)
+    store.close()
+    if row is None:
+        _fail(f"no campaign named {name!r} in {_db(db)}; run it first with 'deepwatch campaign run FILE'")
+    try:
+        spec, text = parse_spec_text(row.spec_yaml, origin=f"campaign {name!r} as saved in the database")
+    except SpecError as exc:
+        _fail(str(exc))
+    # The campaign goes on in the database it was found in (its saved spec may name the same
+    # database by a relative path).
+    spec = spec.model_copy(update={"storage": spec.storage.model_copy(update={"database": _db(db)})})
+    console.print(f"resuming campaign '{name}' (last status: {row.status})")
+    _run_campaign(spec, text, address, report, progress)
+
+
+def _run_campaign(spec: Any, text: str, address: Optional[str], report: Optional[Path], progress: bool) -> None:
+    from orchestrator.campaign import CampaignRun
+    from orchestrator.progress import LiveProgress, print_summary
+
     live = LiveProgress(console, enabled=progress and console.is_terminal)
     try:
         with live:

@@ -114,13 +114,33 @@ class Storage(_Strict):
 
 class Network(_Strict):
     allow_networks: list[str] = Field(default_factory=list)  # CIDRs; the demo allows loopback
-    contact_url: str = "https://github.com/deepwatch/deepwatch"
+    contact_url: str = "https://github.com/deepwatch/deepwatch"  # named in every User-Agent
     timeout_s: float = Field(default=30, gt=0)
+    respect_robots: bool = True
+    # Politeness towards each host, for the whole campaign: the rate is shared out among the
+    # workers that fetch (crawlers and fetch actors each hold their own client). 0 = no limit.
+    per_host_concurrency: int = Field(default=2, ge=0)
+    per_host_rps: float = Field(default=2.0, ge=0)
+
+    @field_validator("allow_networks")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for entry in v:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not a network in CIDR form, e.g. 127.0.0.0/8") from None
+        return v
 
 
 class DemoPlatform(_Strict):
     seed: int = 7
     posts: int = Field(default=120, gt=0)
+    # A fixed port keeps post and media URLs the same across runs, so a resumed or repeated run
+    # finds what an earlier one stored; 0 = any free port. A busy port falls back to a free one.
+    port: int = Field(default=8731, ge=0, le=65535)
 
 
 class Scaling(_Strict):
@@ -129,9 +149,35 @@ class Scaling(_Strict):
     capture_evidence: bool = True  # screenshot every flagged post in the browser
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number or a string like "90s", "15m", "2h", "1d"."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration like 15m, got {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and value.strip():
+        text = value.strip().lower()
+        unit = _DURATION_UNITS.get(text[-1])
+        try:
+            seconds = float(text[:-1]) * unit if unit else float(text)
+        except ValueError:
+            raise ValueError(f"expected a duration like 90s, 15m, 2h or 1d, got {value!r}") from None
+    else:
+        raise ValueError(f"expected a duration like 15m, got {value!r}")
+    if not seconds > 0:
+        raise ValueError(f"a duration must be positive, got {value!r}")
+    return seconds
+
+
 class CampaignSpec(_Strict):
     name: str = Field(min_length=1, pattern=r"^[\w.\-]+$")
     description: str = ""
+    # Re-poll every source this often until the window ends (or limits.max_seconds passes);
+    # None = one pass. A number is seconds; "15m", "2h" also work.
+    interval: float | None = None
     keywords: list[str] = Field(default_factory=list)
     hashtags: list[str] = Field(default_factory=list)
     sources: list[Source] = Field(min_length=1)
@@ -143,10 +189,16 @@ class CampaignSpec(_Strict):
     demo_platform: DemoPlatform = DemoPlatform()
     scaling: Scaling = Scaling()
 
+    @field_validator("interval", mode="before")
+    @classmethod
+    def _duration(cls, v: object) -> float | None:
+        return None if v is None else parse_duration(v)
+
     @model_validator(mode="after")
     def _has_terms(self) -> "CampaignSpec":
-        if not self.keywords and not self.hashtags and not any(s.terms for s in self.sources):
-            raise ValueError("a campaign needs keywords, hashtags or per-source terms")
+        searching = [s for s in self.sources if _searches(s.type)]
+        if searching and not self.keywords and not self.hashtags and not all(s.terms for s in searching):
+            raise ValueError("a campaign with search sources needs keywords, hashtags or per-source terms")
         names = [s.name for s in self.sources]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -154,12 +206,20 @@ class CampaignSpec(_Strict):
         return self
 
     def terms_for(self, source: Source) -> list[str]:
+        if not _searches(source.type):
+            return [""]  # a feed (RSS, channel, web page) is read once per pass, not per term
         if source.terms:
             return list(source.terms)
         return list(self.keywords) + ["#" + h.lstrip("#") for h in self.hashtags]
 
     def uses_embedded_platform(self) -> bool:
         return any(s.params.get("base_url") == EMBEDDED for s in self.sources)
+
+
+def _searches(agent_type: str) -> bool:
+    from agents.registry import AGENT_TYPES
+
+    return bool(getattr(AGENT_TYPES[agent_type].factory, "searches", True))
 
 
 def load_spec(path: str | Path) -> tuple[CampaignSpec, str]:
@@ -171,13 +231,18 @@ def load_spec(path: str | Path) -> tuple[CampaignSpec, str]:
         raise SpecError(f"{path}: no such campaign file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"{path}: cannot read: {exc}") from None
+    return parse_spec_text(text, origin=str(path))
+
+
+def parse_spec_text(text: str, origin: str = "<spec>") -> tuple[CampaignSpec, str]:
+    """Validate a campaign's YAML text (a file's, or the copy saved with a campaign)."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: not valid YAML: {exc}") from None
+        raise SpecError(f"{origin}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
-        raise SpecError(f"{path}: expected a mapping of settings at the top level, got {type(data).__name__}")
-    return parse_spec(data, origin=str(path)), text
+        raise SpecError(f"{origin}: expected a mapping of settings at the top level, got {type(data).__name__}")
+    return parse_spec(data, origin=origin), text
 
 
 def parse_spec(data: dict[str, Any], origin: str = "<spec>") -> CampaignSpec:

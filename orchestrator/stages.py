@@ -21,16 +21,20 @@ class FetchPolicySpec:
     contact_url: str = ""
     timeout_s: float = 30.0
     max_bytes: int = 200_000_000
+    respect_robots: bool = True
+    per_host_concurrency: int | None = 2
+    per_host_rps: float | None = None  # this worker's share of the campaign's rate
 
     def build(self) -> Any:
-        from agents.fetch import FetchPolicy, Fetcher
+        from agents.fetch import FetchPolicy, Fetcher, default_user_agent
 
-        ua = f"deepwatch/0.1 (+{self.contact_url})" if self.contact_url else None
         kwargs: dict[str, Any] = dict(
-            allow_networks=self.allow_networks, timeout_s=self.timeout_s, max_bytes=self.max_bytes
+            allow_networks=self.allow_networks, timeout_s=self.timeout_s, max_bytes=self.max_bytes,
+            respect_robots=self.respect_robots, per_host_concurrency=self.per_host_concurrency or None,
+            per_host_rps=self.per_host_rps or None,
         )
-        if ua:
-            kwargs["user_agent"] = ua
+        if self.contact_url:
+            kwargs["user_agent"] = default_user_agent(self.contact_url)
         return Fetcher(FetchPolicy(**kwargs))
 
 
@@ -101,7 +105,18 @@ class FetchStage:
 
         out: list[MediaRecord | Drop] = []
         for ref in refs:
-            result = self.fetcher.fetch_media(ref)
+            if ref.resolver is not None:
+                resolved = self._resolve(ref)
+                if isinstance(resolved, Drop):
+                    out.append(resolved)
+                    continue
+                # The direct media URL is fetched under the same policy; the record keeps the
+                # page URL the post pointed at, which is what its sighting is about.
+                result = self.fetcher.fetch_media(resolved)
+                if isinstance(result, Drop):
+                    result = Drop(result.stage, result.reason, ref.url, f"{result.detail} (media at {resolved.url})")
+            else:
+                result = self.fetcher.fetch_media(ref)
             if isinstance(result, Drop):
                 out.append(result)
                 continue
@@ -109,7 +124,7 @@ class FetchStage:
             try:
                 info = probe_media(data, declared_mime)
             except MediaDecodeError as exc:
-                out.append(Drop("probe", str(exc), ref.url, f"declared {declared_mime}"))
+                out.append(Drop("probe", exc.reason, ref.url, f"{exc}; declared {declared_mime}"))
                 continue
             pdq, pdq_quality = _pdq_or_none(data) if info.kind == "image" else (None, None)
             vpdq = _vpdq_or_empty(data) if info.kind == "video" else ()
@@ -132,6 +147,13 @@ class FetchStage:
                 )
             )
         return out
+
+    def _resolve(self, ref: MediaRef) -> MediaRef | Drop:
+        if ref.resolver == "ytdlp":
+            from agents.ytdlp import resolve_media
+
+            return resolve_media(ref, self.fetcher)
+        return Drop("fetch", "unknown resolver", ref.url, f"resolver {ref.resolver!r}")
 
     def close(self) -> None:
         self.fetcher.close()

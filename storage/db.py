@@ -28,6 +28,9 @@ class StorageError(RuntimeError):
     pass
 
 
+KEEP: Any = object()  # "leave this field as it is" for partial updates
+
+
 def as_utc(value: datetime | None) -> datetime | None:
     """SQLite hands timestamps back naive; they were stored as UTC."""
     if value is None:
@@ -131,17 +134,73 @@ class Store:
             return self._cursor_row(s, campaign_id, source, term)
 
     def set_cursor(
-        self, campaign_id: int, source: str, term: str, cursor: str | None, last_post_id: str | None
+        self, campaign_id: int, source: str, term: str, cursor: str | None | object = KEEP,
+        last_post_id: str | None | object = KEEP,
     ) -> None:
+        """Save where a source's crawl got to. `cursor`: the next page of an unfinished backfill
+        (None once the source has been read to its end); `last_post_id`: the newest post seen by
+        the last completed pass (the high-water mark a re-run stops at). KEEP leaves a field."""
         with self.session() as s:
             row = self._cursor_row(s, campaign_id, source, term) or m.SourceCursor(
                 campaign_id=campaign_id, source=source, term=term
             )
-            row.cursor, row.updated_at = cursor, m.utcnow()
-            if last_post_id is not None:
+            if cursor is not KEEP:
+                row.cursor = cursor
+            if last_post_id is not KEEP:
                 row.last_post_id = last_post_id
+            row.updated_at = m.utcnow()
             s.add(row)
             s.commit()
+
+    def post_created_at(self, platform: str, post_id: str) -> datetime | None:
+        with self.session() as s:
+            row = self._find_post(s, platform, post_id)
+            return as_utc(row.created_at) if row is not None else None
+
+    # -- the persisted fetch queue -------------------------------------------------------------
+    def ensure_media_tasks(self, campaign_id: int, post_pk: int, refs: list[tuple[str, str, int, str | None]]) -> list[str]:
+        """Record the media refs (url, kind, position, resolver) of a stored post; returns each
+        ref's state, so the caller fetches only what is still pending."""
+        states: list[str] = []
+        with self.session() as s:
+            existing = {
+                t.url: t for t in s.exec(
+                    select(m.MediaTask).where(m.MediaTask.campaign_id == campaign_id, m.MediaTask.post_pk == post_pk)
+                ).all()
+            }
+            for url, kind, position, resolver in refs:
+                task = existing.get(url)
+                if task is None:
+                    task = m.MediaTask(campaign_id=campaign_id, post_pk=post_pk, url=url, kind=kind,
+                                       position=position, resolver=resolver)
+                    existing[url] = task
+                    s.add(task)
+                states.append(task.state)
+            s.commit()
+        return states
+
+    def pending_media_tasks(self, campaign_id: int) -> list[m.MediaTask]:
+        with self.session() as s:
+            return list(s.exec(
+                select(m.MediaTask).where(m.MediaTask.campaign_id == campaign_id, m.MediaTask.state == "pending")
+                .order_by(m.MediaTask.id)
+            ).all())
+
+    def finish_media_tasks(self, campaign_id: int, url: str, state: str, reason: str | None = None) -> int:
+        """Close every pending task for `url` in this campaign (one fetch serves them all)."""
+        if state not in ("done", "dropped"):
+            raise ValueError(f"a media task ends as 'done' or 'dropped', not {state!r}")
+        with self.session() as s:
+            tasks = s.exec(
+                select(m.MediaTask).where(
+                    m.MediaTask.campaign_id == campaign_id, m.MediaTask.url == url, m.MediaTask.state == "pending"
+                )
+            ).all()
+            for task in tasks:
+                task.state, task.reason, task.updated_at = state, reason, m.utcnow()
+                s.add(task)
+            s.commit()
+            return len(tasks)
 
     # -- posts, media, sightings ---------------------------------------------------------------
     def upsert_post(self, campaign_id: int, post: PostRecord) -> tuple[int, bool]:

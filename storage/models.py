@@ -46,6 +46,27 @@ class SourceCursor(SQLModel, table=True):
     updated_at: datetime = _utc_column(nullable=False, default=utcnow)
 
 
+class MediaTask(SQLModel, table=True):
+    """A media reference a stored post makes, and whether its fetch is still owed.
+
+    The fetch queue lives here, not only in the driver's memory, so a campaign killed between
+    storing a post and fetching its media resumes those fetches instead of losing them.
+    state: pending | done (fetched, sighting recorded) | dropped (a counted drop; `reason` says why).
+    """
+
+    __table_args__ = (UniqueConstraint("campaign_id", "post_pk", "url"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    post_pk: int = Field(foreign_key="post.id", index=True)
+    url: str = Field(index=True)
+    kind: str
+    position: int = 0
+    resolver: Optional[str] = None
+    state: str = Field(default="pending", index=True)
+    reason: Optional[str] = None
+    updated_at: datetime = _utc_column(nullable=False, default=utcnow)
+
+
 class Post(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("platform", "post_id"),)
     id: Optional[int] = Field(default=None, primary_key=True)

@@ -209,6 +209,13 @@ def campaign_media_verdicts(store: Store, campaign_id: int) -> dict[str, str | N
         return {media.sha256: judge.verdict for _sg, _post, media, judge in _judged_sightings(s, campaign_id)}
 
 
+def campaign_media_urls(store: Store, campaign_id: int) -> dict[str, str]:
+    """media URL -> sha256 of every media item the campaign has sighted."""
+    with store.session() as s:
+        rows = s.exec(select(m.Sighting.media_url, m.Sighting.media_sha256).where(m.Sighting.campaign_id == campaign_id)).all()
+    return {url: sha for url, sha in rows}
+
+
 def flagged_sightings(store: Store, campaign_id: int, bands: tuple[str, ...]) -> list[dict[str, Any]]:
     """Evidence rows to write: one per flagged media item per post it appeared in."""
     rows = []

@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.spec import SpecError, load_spec
+import yaml
+
+from orchestrator.spec import SpecError, load_spec, parse_duration, parse_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,3 +77,39 @@ def test_malformed_files(tmp_path):
     bad.write_bytes(b"name: \xff\xfe")
     with pytest.raises(SpecError, match="cannot read"):
         load_spec(bad)
+
+
+def test_platforms_example_validates_and_names_bad_source_params(tmp_path):
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "platforms.yaml"
+    ok = CliRunner().invoke(app, ["campaign", "validate", str(example)])
+    assert ok.exit_code == 0, ok.output
+    assert "telegram-channel (telegram): a feed, read once per pass" in ok.output
+    spec = parse_spec(yaml.safe_load(example.read_text("utf-8")))
+    assert spec.interval == 900 and spec.terms_for(spec.sources[-1]) == [""]
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(example.read_text("utf-8").replace("channel: example_channel", "chanel: x"), "utf-8")
+    result = CliRunner().invoke(app, ["campaign", "validate", str(bad)])
+    assert result.exit_code == 2
+    assert "source 'telegram-channel'" in result.output and "unknown parameter(s) chanel" in result.output
+
+
+@pytest.mark.parametrize("value,seconds", [(90, 90.0), ("90s", 90.0), ("15m", 900.0), ("2h", 7200.0), ("1d", 86400.0)])
+def test_interval_durations(value, seconds):
+    assert parse_duration(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["soon", "0m", -5, True, ""])
+def test_bad_interval_is_named(value):
+    with pytest.raises(SpecError, match="interval"):
+        parse_spec({"name": "x", "keywords": ["a"], "interval": value,
+                    "sources": [{"name": "s", "type": "demo_api", "params": {"base_url": "http://x"}}]})
+
+
+def test_feed_only_campaign_needs_no_terms():
+    spec = parse_spec({"name": "feeds", "sources": [{"name": "f", "type": "rss", "params": {"url": "https://example.org/feed"}}]})
+    assert spec.terms_for(spec.sources[0]) == [""]
