@@ -9,7 +9,7 @@ from __future__ import annotations
 import calendar
 import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import feedparser
@@ -92,19 +92,12 @@ class RssAgent:
             raise ValueError(f"an RSS feed has a single page; cursor must be None, got {cursor!r}")
         fetched = fetch_document(self.fetcher, self.url, accept=FEED_ACCEPT)
         feed = parse_feed(fetched.data, fetched.final_url)
-        posts: list[Post] = []
-        for index, entry in enumerate(feed.entries):
-            subject = f"rss {self.url} entry {index}"
-            try:
-                post = self._to_post(entry, feed.feed, fetched.final_url, feed.get("feed", {}).get("language"))
-            except BadEntry as bad:
-                self.stats.drops.append(Drop(stage="parse", reason=bad.reason, subject=subject, detail=bad.detail))
-                continue
-            if matches_keywords(post.text, self.keywords):
-                posts.append(post)
-        self.stats.pages += 1
-        self.stats.posts += len(posts)
-        return Page(posts=tuple(posts), next_cursor=None)
+        language = feed.get("feed", {}).get("language")
+        return single_page(
+            feed.entries, self.stats, self.keywords,
+            to_post=lambda entry: self._to_post(entry, feed.feed, fetched.final_url, language),
+            subject=lambda index, entry: f"rss {self.url} entry {index}",
+        )
 
     def close(self) -> None:
         """The fetcher belongs to the runtime; nothing of ours to release."""
@@ -149,3 +142,21 @@ class RssAgent:
         for content in entry.get("content", []):
             media.extend(fragment_images(content.get("value", "")), "image", base)
         return media.refs()
+
+
+def single_page(entries: Any, stats: AgentStats, keywords: tuple[str, ...] | list[str],
+                to_post: Callable[[Any], Post], subject: Callable[[int, Any], str]) -> Page:
+    """A feed's entries as the one page a feed has: a bad entry is a counted parse drop (the
+    others survive), entries not matching the source's keywords are left out."""
+    posts: list[Post] = []
+    for index, entry in enumerate(entries):
+        try:
+            post = to_post(entry)
+        except BadEntry as bad:
+            stats.drops.append(Drop(stage="parse", reason=bad.reason, subject=subject(index, entry), detail=bad.detail))
+            continue
+        if matches_keywords(post.text, keywords):
+            posts.append(post)
+    stats.pages += 1
+    stats.posts += len(posts)
+    return Page(posts=tuple(posts), next_cursor=None)

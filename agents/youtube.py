@@ -9,10 +9,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from agents._html import FEED_ACCEPT, MediaList, check_keywords, fetch_document, matches_keywords
-from agents.base import AgentStats, Drop, Page, Post
+from agents._html import FEED_ACCEPT, MediaList, check_keywords, fetch_document
+from agents.base import AgentStats, Page, Post
 from agents.demo_api import check_base_url
-from agents.feeds import BadEntry, entry_time, parse_feed
+from agents.feeds import BadEntry, entry_time, parse_feed, single_page
 from agents.fetch import Fetcher
 
 DEFAULT_BASE_URL = "https://www.youtube.com"
@@ -52,20 +52,11 @@ class YouTubeAgent:
             raise ValueError(f"a YouTube feed has a single page; cursor must be None, got {cursor!r}")
         fetched = fetch_document(self.fetcher, f"{self.base_url}/feeds/videos.xml", self.query, accept=FEED_ACCEPT)
         feed = parse_feed(fetched.data, fetched.final_url)
-        posts: list[Post] = []
-        for index, entry in enumerate(feed.entries):
-            video_id = entry.get("yt_videoid")
-            subject = f"youtube video {video_id}" if video_id else f"youtube {self._source()} entry {index}"
-            try:
-                post = self._to_post(entry)
-            except BadEntry as bad:
-                self.stats.drops.append(Drop(stage="parse", reason=bad.reason, subject=subject, detail=bad.detail))
-                continue
-            if matches_keywords(post.text, self.keywords):
-                posts.append(post)
-        self.stats.pages += 1
-        self.stats.posts += len(posts)
-        return Page(posts=tuple(posts), next_cursor=None)
+        return single_page(feed.entries, self.stats, self.keywords, to_post=self._to_post, subject=self._subject)
+
+    def _subject(self, index: int, entry: Any) -> str:
+        video_id = entry.get("yt_videoid")
+        return f"youtube video {video_id}" if video_id else f"youtube {self._source()} entry {index}"
 
     def close(self) -> None:
         """The fetcher belongs to the runtime; nothing of ours to release."""

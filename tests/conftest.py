@@ -81,3 +81,12 @@ def demo_platform_small():
     base = platform.start()
     yield base, world
     platform.stop()
+
+
+@pytest.fixture
+def fetcher():
+    """A fetcher allowed onto loopback, with short timeouts: for agents tested against local servers."""
+    from agents.fetch import Fetcher, FetchPolicy
+
+    with Fetcher(FetchPolicy(allow_networks=("127.0.0.0/8",), timeout_s=2, total_timeout_s=5, backoff_s=0.05)) as f:
+        yield f

@@ -9,7 +9,6 @@ import pytest
 from agents.base import Agent, MediaRef
 from agents.errors import SourceError
 from agents.feeds import RssAgent
-from agents.fetch import Fetcher, FetchPolicy
 from agents.registry import AgentType
 from agents.telegram import TelegramAgent
 from agents.web import WebAgent
@@ -20,12 +19,6 @@ from tests.replay import Answer, ReplayServer
 pytestmark = pytest.mark.timeout(60)
 
 UTC = timezone.utc
-
-
-@pytest.fixture
-def fetcher():
-    with Fetcher(FetchPolicy(allow_networks=("127.0.0.0/8",), timeout_s=2, total_timeout_s=5, backoff_s=0.05)) as f:
-        yield f
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from agents._social import html_to_text
 from agents.base import MediaRef, Post
 from agents.bluesky import BlueskyAgent
 from agents.errors import SourceError
-from agents.fetch import Fetched, Fetcher, FetchPolicy
+from agents.fetch import Fetched
 from agents.mastodon import MastodonAgent
 from agents.reddit import RedditAgent
 from tests.conftest import fixtures_dir
@@ -28,12 +28,6 @@ from tests.replay import Answer, ReplayServer
 pytestmark = pytest.mark.timeout(60)
 
 UTC = timezone.utc
-
-
-@pytest.fixture
-def fetcher():
-    with Fetcher(FetchPolicy(allow_networks=("127.0.0.0/8",), timeout_s=2, total_timeout_s=5, backoff_s=0.05)) as f:
-        yield f
 
 
 def social(platform: str, name: str) -> Any:
