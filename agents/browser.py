@@ -90,6 +90,7 @@ class Capture:
     screenshot_sha256: str
     html_sha256: str
     title: str
+    browser_version: str = ""  # Chromium's version, recorded as the capture tool
 
 
 def default_chromium() -> str:
@@ -372,6 +373,7 @@ class BrowserAgent:
             # Wait for a post, or for the page to say it has none; a gone post is evidence too.
             self._settle(page, f"{sel['post']}, {sel['end']}")
             captured_at = datetime.now(timezone.utc)
+            browser_version = page.context.browser.version if page.context.browser else ""
             png = page.screenshot(full_page=True, type="png", timeout=self.nav_timeout_ms)
             html = page.content()
             title = page.title()
@@ -386,6 +388,7 @@ class BrowserAgent:
             screenshot_sha256=self.blobs.put(png),
             html_sha256=self.blobs.put(html.encode("utf-8")),
             title=title,
+            browser_version=browser_version,
         )
 
 

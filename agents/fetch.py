@@ -56,6 +56,8 @@ from agents.politeness import (
 
 __all__ = [
     "DEFAULT_CONTACT_URL",
+    "ArchivedResponse",
+    "Exchange",
     "FetchError",
     "FetchPolicy",
     "FetchResult",
@@ -81,6 +83,8 @@ _ERROR_SNIPPET_BYTES = 512
 # decoders inflate a whole network chunk at once: 64 KB of gzip can become 64 MB in one go).
 _ACCEPT_ENCODING = "gzip, deflate"
 _DECODE_PIECE = 64 * 1024
+# A redirect's own body (usually a line of "Moved") is kept for the archive up to this size.
+_REDIRECT_BODY_CAP = 64 * 1024
 
 
 def default_user_agent(contact_url: str = DEFAULT_CONTACT_URL) -> str:
@@ -310,6 +314,48 @@ FetchResult = Union[Fetched, Drop]
 
 
 @dataclass(frozen=True)
+class Exchange:
+    """One HTTP request and the answer to it, as a web archive (WARC) records them."""
+
+    method: str
+    url: str
+    request_headers: tuple[tuple[str, str], ...]  # as sent, in order
+    http_version: str  # "HTTP/1.1"
+    status: int
+    reason: str
+    headers: tuple[tuple[str, str], ...]  # response headers in wire order, names as the server wrote them
+    # The body as received: Content-Encoding (gzip...) kept, the chunked transfer coding already
+    # undone by the HTTP layer (see `chunked`).
+    body: bytes
+    body_complete: bool  # False when a redirect's body was cut at _REDIRECT_BODY_CAP or broke off
+    peer_ip: str | None  # the address actually connected to (None if the socket would not say)
+    started_at: datetime  # UTC, just before the request was sent
+
+    @property
+    def chunked(self) -> bool:
+        """True when the server sent the body with Transfer-Encoding: chunked."""
+        return any(n.lower() == "transfer-encoding" and "chunked" in v.lower() for n, v in self.headers)
+
+
+@dataclass(frozen=True)
+class ArchivedResponse:
+    """What `Fetcher.archive_get` returns: every hop, and the final body decoded."""
+
+    url: str  # as asked for
+    exchanges: tuple[Exchange, ...]  # each redirect hop in order, then the final answer
+    body: bytes  # the final body with Content-Encoding undone
+    declared_mime: str  # the final Content-Type without parameters; not trusted
+
+    @property
+    def final(self) -> Exchange:
+        return self.exchanges[-1]
+
+    @property
+    def final_url(self) -> str:
+        return self.final.url
+
+
+@dataclass(frozen=True)
 class _Mode:
     """What kind of fetch this is: its cap, and which politeness and caching steps apply."""
 
@@ -321,6 +367,8 @@ class _Mode:
     truncate: bool = False  # keep the first max_bytes instead of failing (robots.txt)
     any_status: bool = False  # hand 4xx/5xx answers back instead of raising (robots.txt)
     headers: tuple[tuple[str, str], ...] = ()  # caller's extra headers, first origin only
+    # archive_get: every answered hop is appended here as an Exchange (None: not recorded).
+    archive: list[Exchange] | None = field(default=None, compare=False)
 
 
 class _Answer(NamedTuple):
@@ -406,6 +454,19 @@ class Fetcher:
         if not result.data:
             return Drop(stage="fetch", reason="empty body", subject=ref.url, detail=f"no bytes from {result.final_url}")
         return result
+
+    def archive_get(self, url: str, accept: str = "*/*") -> ArchivedResponse:
+        """GET `url` for a web archive: the same guarded, polite fetch as `fetch_media` (address
+        guard on every hop, robots.txt, caps, retries, deadline), returning each redirect hop and
+        the final answer as they went over the wire, with the peer address. Raises FetchError.
+
+        Never answered from the conditional cache: an archive records what the server says now.
+        """
+        if not isinstance(accept, str) or not accept.strip():
+            raise TypeError(f"accept must be a non-empty string, got {accept!r}")
+        exchanges: list[Exchange] = []
+        answer = self._fetch(url, None, _Mode(self.policy.max_bytes, accept, archive=exchanges))
+        return ArchivedResponse(str(url), tuple(exchanges), answer.fetched.data, answer.fetched.declared_mime)
 
     def close(self) -> None:
         self._client.close()
@@ -497,6 +558,7 @@ class Fetcher:
         request = self._client.build_request("GET", url, headers=headers, timeout=timeout)
         shown = str(request.url)
         self._count("requests")  # attempted: robots.txt and retries included
+        started_at = datetime.now(timezone.utc)
         try:
             response = self._client.send(request, stream=True)
         except _BlockedAddress as exc:
@@ -509,8 +571,12 @@ class Fetcher:
             raise FetchError("timeout", f"{type(exc).__name__}: {exc}", url=shown) from None
         except httpx.TransportError as exc:
             raise FetchError("connection failed", f"{type(exc).__name__}: {exc}", url=shown) from None
+        tap = _ExchangeTap(request, response, started_at) if mode.archive is not None else None
         try:
-            return self._answer(response, mode, deadline, cached)
+            outcome = self._answer(response, mode, deadline, cached)
+            if tap is not None:  # only answers that were used: a retried 503 is not an archived hop
+                mode.archive.append(tap.exchange(outcome))
+            return outcome
         finally:
             response.close()
 
@@ -587,6 +653,90 @@ class Fetcher:
         finally:
             self._count("bytes", received)
         return b"".join(chunks)
+
+
+# -- recording exchanges for archive_get ----------------------------------------------------
+
+
+class _TeeStream(httpx.SyncByteStream):
+    """The response's raw byte stream, with a copy of every chunk kept as it is read."""
+
+    def __init__(self, inner: httpx.SyncByteStream, copy: list[bytes]):
+        self._inner = inner
+        self._copy = copy
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._inner:
+            self._copy.append(chunk)
+            yield chunk
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class _ExchangeTap:
+    """Watches one response for archive_get: the peer address (asked before the body is read,
+    because a server that closes the connection afterwards takes the answer with it) and the raw
+    body bytes as the fetch's own body reader pulls them."""
+
+    def __init__(self, request: httpx.Request, response: httpx.Response, started_at: datetime):
+        self._request = request
+        self._response = response
+        self._started_at = started_at
+        self._peer_ip = _peer_ip(response)
+        self._raw: list[bytes] = []
+        response.stream = _TeeStream(response.stream, self._raw)
+
+    def exchange(self, outcome: object) -> Exchange:
+        complete = True
+        if isinstance(outcome, _Redirect):  # the fetch itself never reads a redirect's body
+            complete = self._read_redirect_body()
+            body = b"".join(self._raw)[:_REDIRECT_BODY_CAP]
+        else:
+            body = b"".join(self._raw)
+        request, response = self._request, self._response
+        return Exchange(
+            method=request.method,
+            url=str(request.url),
+            request_headers=_text_pairs(request.headers.raw),
+            http_version=response.http_version,
+            status=response.status_code,
+            reason=response.reason_phrase,
+            headers=_text_pairs(response.headers.raw),
+            body=body,
+            body_complete=complete,
+            peer_ip=self._peer_ip,
+            started_at=self._started_at,
+        )
+
+    def _read_redirect_body(self) -> bool:
+        kept = 0
+        try:
+            for chunk in self._response.iter_raw():
+                kept += len(chunk)
+                if kept > _REDIRECT_BODY_CAP:
+                    return False
+        except (httpx.HTTPError, httpx.StreamError):
+            return False
+        return True
+
+
+def _peer_ip(response: httpx.Response) -> str | None:
+    stream = response.extensions.get("network_stream")
+    if stream is None:
+        return None
+    try:
+        address = stream.get_extra_info("server_addr")
+    except OSError:  # the socket is already gone
+        return None
+    if not address:
+        return None
+    return str(address[0]).split("%", 1)[0]  # (host, port[, flow, scope]); no IPv6 zone id
+
+
+def _text_pairs(raw: list[tuple[bytes, bytes]]) -> tuple[tuple[str, str], ...]:
+    # Header bytes are ISO-8859-1 on the wire (RFC 9110 5.5); latin-1 maps every byte back exactly.
+    return tuple((name.decode("latin-1"), value.decode("latin-1")) for name, value in raw)
 
 
 # -- content decoding with bounded output ---------------------------------------------------

@@ -23,6 +23,8 @@ from agents.base import Drop, MediaRef
 from agents.base import Post as PostRecord
 from detectors.base import Detection
 from detectors.signals import SIGNALS
+from evidence.custody import append_event
+from evidence.review import in_window, looks_ai_labelled
 from orchestrator import wiring
 from orchestrator.crawlbook import Chain, CrawlBook
 from orchestrator.dedup import PerceptualIndex
@@ -437,42 +439,119 @@ class CampaignRun:
 
         rows = flagged_sightings(self.store, self.campaign_id, FLAGGED)
         new_ids: dict[str, list[int]] = defaultdict(list)  # post URL -> evidence ids lacking capture
+        post_media: dict[str, list[str]] = defaultdict(list)  # post URL -> its flagged media URLs
+        ban_start, ban_end = self.spec.ban_window()
         for row in rows:
             ev_id, created = self.store.upsert_evidence(**row)
-            if created:
-                self._count("evidence_written")
-                new_ids[row["post_url"]].append(ev_id)
+            if not created:
+                continue
+            self._count("evidence_written")
+            new_ids[row["post_url"]].append(ev_id)
+            post_media[row["post_url"]].append(row["media_url"])
+            post = self.store.get_post(row["post_pk"])
+            # First legal assessment from what the post itself shows; investigators can change it.
+            self.store.update_evidence(
+                ev_id, in_ban_window=in_window(post.created_at, ban_start, ban_end),
+                ai_label_present=looks_ai_labelled(post.text), capture_operator=self.spec.operator(),
+                working_sha256=self._working_copy(row["media_sha256"]),
+            )
+            # The judgement that made this a finding: the fused verdict and the detections behind
+            # it (of the item itself, or of the cluster member it was matched to).
+            judged_by = row["matched_sha256"] or row["media_sha256"]
+            append_event(self.store, ev_id, "analysed", self.spec.operator(), {
+                "verdict": row["verdict"], "score": row["score"], "reasons": row["reasons"],
+                "media_sha256": row["media_sha256"], "judged_by_sha256": judged_by,
+                "post_url": row["post_url"], "media_url": row["media_url"],
+                "detections": [{"detector": d.detector, "version": d.version, "model": d.model_key or None,
+                                "outcome": d.outcome, "score": d.score, "threshold": d.threshold}
+                               for d in self.store.detections_for(judged_by)],
+            })
         if new_ids and self.spec.scaling.capture_evidence:
-            self._capture(new_ids)
+            self._capture(new_ids, post_media)
+        for ids in new_ids.values():
+            for ev_id in ids:
+                self._seal(ev_id)
 
-    def _capture(self, new_ids: dict[str, list[int]]) -> None:
+    def _working_copy(self, media_sha256: str) -> str | None:
+        """A preview kept apart from the untouched original (both by sha256)."""
+        from evidence.capture import make_working_copy
+        from storage.blobs import BlobStore
+
+        media = self.store.get_media(media_sha256)
+        blobs = BlobStore(self.spec.storage.blobs)
+        copy = make_working_copy(blobs.get(media_sha256), media.mime) if media else None
+        return blobs.put(copy) if copy else None
+
+    def _seal(self, evidence_id: int) -> None:
+        """Sign the record as written (and timestamp it when an authority is configured)."""
+        from evidence.seal import SealError, seal_evidence
+        from evidence.tsa import TimestampError
+
+        ev = self.spec.evidence
+        try:
+            cert = open(ev.tsa_cert, "rb").read() if ev.tsa_cert else None
+            seal_evidence(self.store, evidence_id, self._signer(), tsa_url=ev.tsa_url, tsa_cert=cert, actor=self.spec.operator())
+            self._count("sealed")
+        except (SealError, TimestampError, OSError) as exc:
+            # The record stays (unsealed, which verify reports); `deepwatch evidence seal` retries.
+            self._drop(Drop("seal", "seal failed", str(evidence_id), str(exc)))
+
+    def _signer(self) -> Any:
+        from evidence.signing import Signer
+
+        if getattr(self, "_signer_cache", None) is None:
+            self._signer_cache = Signer.load_or_create()
+        return self._signer_cache
+
+    def _capture(self, new_ids: dict[str, list[int]], post_media: dict[str, list[str]]) -> None:
         import ray
 
-        actor = wiring.capture_actor(self.spec.storage.blobs)
+        from evidence.signing import key_dir
+
+        self._signer()  # the key exists before capture actors sign with it
+        actor = wiring.capture_actor(self.spec.storage.blobs, self._policy(), operator=self.spec.operator(),
+                                     archive=self.spec.evidence.archive, key_dir=str(key_dir().resolve()))
         urls = list(new_ids)
         try:
             for start in range(0, len(urls), 16):
                 chunk = urls[start:start + 16]
                 try:
-                    results = ray.get(actor.run.remote(chunk))
+                    results = ray.get(actor.run.remote([(u, post_media[u]) for u in chunk]))
                 except Exception as exc:
                     for url in chunk:
                         self._drop(Drop("capture", "capture worker failed", url, _root_cause(exc)))
                     continue
-                for url, cap in zip(chunk, results):
-                    if isinstance(cap, Drop):
-                        self._drop(cap)
+                for url, result in zip(chunk, results):
+                    if isinstance(result, Drop):
+                        self._drop(result)
                         continue
+                    shot, archive = result
+                    if isinstance(archive, Drop):
+                        self._drop(archive)
+                        archive = None
                     for ev_id in new_ids[url]:
-                        self.store.update_evidence_capture(
-                            ev_id, screenshot_sha256=cap.screenshot_sha256, html_sha256=cap.html_sha256, captured_at=cap.captured_at
-                        )
+                        self._record_capture(ev_id, shot, archive)
                     self._count("captures")
         finally:
             try:
                 ray.get(actor.close.remote(), timeout=30)
             except Exception:
                 pass
+
+    def _record_capture(self, ev_id: int, shot: Any, archive: Any) -> None:
+        self.store.update_evidence_capture(
+            ev_id, screenshot_sha256=shot.screenshot_sha256, html_sha256=shot.html_sha256, captured_at=shot.captured_at
+        )
+        details: dict[str, Any] = {"screenshot_sha256": shot.screenshot_sha256, "html_sha256": shot.html_sha256,
+                                   "http_status": shot.status, "final_url": shot.final_url}
+        if archive is not None:
+            self.store.update_evidence(
+                ev_id, wacz_sha256=archive.wacz_sha256, capture_ip=archive.page_ip, capture_headers=archive.page_headers,
+                capture_tool=archive.capture_tool, capture_operator=archive.operator,
+            )
+            details.update(wacz_sha256=archive.wacz_sha256, page_ip=archive.page_ip, capture_tool=archive.capture_tool,
+                           media=[list(m) for m in archive.media])
+        append_event(self.store, ev_id, "captured", self.spec.operator(), details)
 
     # -- report --------------------------------------------------------------------------------
     def _report(self, started: datetime, seconds: float, cluster: dict, detectors: list[dict]) -> dict[str, Any]:
@@ -508,6 +587,7 @@ class CampaignRun:
                 "banked": c["banked"],
                 "evidence_written": c["evidence_written"],
                 "captures": c["captures"],
+                "sealed": c["sealed"],
                 "dropped": c["dropped"],
             },
             "drops": {stage: dict(reasons) for stage, reasons in sorted(self.drops.items())},

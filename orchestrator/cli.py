@@ -430,6 +430,11 @@ def demo_serve(
         platform.stop()
 
 
+# Review, seals, verification, liveness and takedown commands, and the database commands, live in
+# their own modules.
+from orchestrator import cli_db, cli_evidence  # noqa: E402,F401  (register their commands on `app`)
+
+
 def main() -> None:
     try:
         app()

@@ -7,7 +7,7 @@ zone they are shown in.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -24,6 +24,13 @@ class SpecError(ValueError):
     """A campaign file that cannot be used; the message names the file and the field."""
 
 
+def _utc(v: datetime | None) -> datetime | None:
+    """A zoned time as UTC; a time without a zone is refused (it means nothing legally)."""
+    if v is not None and v.tzinfo is None:
+        raise ValueError("needs a time zone, e.g. 2026-06-03T18:00:00+09:00")
+    return v.astimezone(timezone.utc) if v is not None else None
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -36,9 +43,7 @@ class Window(_Strict):
     @field_validator("start", "end")
     @classmethod
     def _aware(cls, v: datetime | None) -> datetime | None:
-        if v is not None and v.tzinfo is None:
-            raise ValueError("needs a time zone, e.g. 2026-06-03T18:00:00+09:00")
-        return v.astimezone(timezone.utc) if v is not None else None
+        return _utc(v)
 
     @field_validator("timezone")
     @classmethod
@@ -135,6 +140,30 @@ class Network(_Strict):
         return v
 
 
+class Legal(_Strict):
+    """What notices under the election law need. The pre-vote ban window is either given outright
+    (`ban_start`, `ban_end`) or derived from `election_day` (a date in `window.timezone`) and
+    `ban_days` before it, ending when election day ends (Korea's Public Official Election Act
+    Art. 82-8 bans deepfake campaign material from 90 days before election day)."""
+
+    election_day: date | None = None
+    ban_days: int = Field(default=90, ge=0, le=3650)
+    ban_start: datetime | None = None
+    ban_end: datetime | None = None
+
+    @field_validator("ban_start", "ban_end")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        return _utc(v)
+
+
+class EvidenceSettings(_Strict):
+    operator: str | None = None  # who captures (recorded with every capture); default "campaign:<name>"
+    archive: bool = True  # keep the page and its media as a WACZ web archive
+    tsa_url: str | None = None  # an RFC 3161 timestamp authority for seals
+    tsa_cert: str | None = None  # its certificate (PEM path), to verify its tokens
+
+
 class DemoPlatform(_Strict):
     seed: int = 7
     posts: int = Field(default=120, gt=0)
@@ -188,6 +217,8 @@ class CampaignSpec(_Strict):
     network: Network = Network()
     demo_platform: DemoPlatform = DemoPlatform()
     scaling: Scaling = Scaling()
+    legal: Legal = Legal()
+    evidence: EvidenceSettings = EvidenceSettings()
 
     @field_validator("interval", mode="before")
     @classmethod
@@ -211,6 +242,22 @@ class CampaignSpec(_Strict):
         if source.terms:
             return list(source.terms)
         return list(self.keywords) + ["#" + h.lstrip("#") for h in self.hashtags]
+
+    def ban_window(self) -> tuple[datetime | None, datetime | None]:
+        """The pre-vote ban window in UTC, (None, None) when not configured."""
+        legal = self.legal
+        if legal.ban_start or legal.ban_end:
+            return legal.ban_start, legal.ban_end
+        if legal.election_day is None:
+            return None, None
+        zone = ZoneInfo(self.window.timezone)
+        day_start = datetime.combine(legal.election_day, time.min, tzinfo=zone)
+        start = day_start - timedelta(days=legal.ban_days)
+        end = day_start + timedelta(days=1)
+        return start.astimezone(timezone.utc), end.astimezone(timezone.utc)
+
+    def operator(self) -> str:
+        return self.evidence.operator or f"campaign:{self.name}"
 
     def uses_embedded_platform(self) -> bool:
         return any(s.params.get("base_url") == EMBEDDED for s in self.sources)

@@ -202,23 +202,47 @@ class DetectStage:
 
 
 class CaptureStage:
-    """Evidence capture: a real browser opens each flagged post and keeps a full-page screenshot."""
+    """Evidence capture: a real browser opens each flagged post and keeps a full-page screenshot
+    and the rendered DOM; then the page and its media are archived as WARC records in a signed
+    WACZ (the untouched bytes, response headers and the address they came from)."""
 
-    def __init__(self, blobs_root: str, nav_timeout_s: float = 20.0):
+    def __init__(self, blobs_root: str, policy: FetchPolicySpec | None = None, *, operator: str = "deepwatch",
+                 archive: bool = True, key_dir: str | None = None, nav_timeout_s: float = 20.0):
         from agents.browser import BrowserAgent
 
-        self.browser = BrowserAgent("", BlobStore(blobs_root), nav_timeout_s=nav_timeout_s)
+        self.blobs = BlobStore(blobs_root)
+        self.browser = BrowserAgent("", self.blobs, nav_timeout_s=nav_timeout_s)
+        self.fetcher = (policy or FetchPolicySpec()).build() if archive else None
+        self.operator = operator
+        self.key_dir = key_dir
 
-    def run(self, urls: list[str]) -> list[Any]:
+    def run(self, posts: list[tuple[str, list[str]]]) -> list[Any]:
+        """posts: (post URL, its media URLs). One (Capture, CaptureRecord | Drop | None) or Drop each."""
         from agents.errors import SourceError
 
         out: list[Any] = []
-        for url in urls:
+        for url, media_urls in posts:
             try:
-                out.append(self.browser.capture(url))
+                shot = self.browser.capture(url)
             except SourceError as exc:
                 out.append(Drop("capture", "capture failed", url, str(exc)))
+                continue
+            out.append((shot, self._archive(url, media_urls, shot) if self.fetcher else None))
         return out
+
+    def _archive(self, url: str, media_urls: list[str], shot: Any) -> Any:
+        from agents.errors import FetchError
+        from evidence.capture import capture_post
+        from evidence.signing import Signer
+
+        try:
+            return capture_post(url, media_urls, self.fetcher, self.blobs, screenshot_png=self.blobs.get(shot.screenshot_sha256),
+                                operator=self.operator, signer=Signer.load_or_create(self.key_dir),
+                                browser_version=shot.browser_version or None)
+        except FetchError as exc:
+            return Drop("capture", f"archive failed: {exc.reason}", url, exc.detail)
 
     def close(self) -> None:
         self.browser.close()
+        if self.fetcher is not None:
+            self.fetcher.close()

@@ -69,5 +69,5 @@ def detector_actor(*args: Any) -> Any:
     return _actor(DetectStage, max_restarts=2, max_task_retries=2, **options).remote(*args)
 
 
-def capture_actor(*args: Any) -> Any:
-    return _actor(CaptureStage, num_cpus=0.5, max_restarts=1, max_task_retries=1).remote(*args)
+def capture_actor(*args: Any, **kwargs: Any) -> Any:
+    return _actor(CaptureStage, num_cpus=0.5, max_restarts=1, max_task_retries=1).remote(*args, **kwargs)

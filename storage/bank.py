@@ -142,6 +142,21 @@ class KnownFakesBank:
                 index.add_one(entry_id, value)
         return True
 
+    def remove_for_media(self, media_sha256: str, sources: tuple[str, ...] = ("verdict",)) -> int:
+        """Take a media item's entries out of the bank (an investigator dismissed it); only
+        entries from `sources` go, so a case imported from a partner stays. Returns how many."""
+        media_sha256 = normalise_hash("sha256", media_sha256)
+        with self.store.session() as s:
+            rows = s.exec(select(BankEntry).where(
+                BankEntry.media_sha256 == media_sha256, BankEntry.source.in_(sources)  # type: ignore[attr-defined]
+            )).all()
+            for row in rows:
+                s.delete(row)
+            s.commit()
+        with self._lock:
+            self._indexes.clear()  # rebuilt on the next match
+        return len(rows)
+
     def import_hash_list(self, path: str | os.PathLike[str], *, case_id: str, signal: str = "pdq") -> ImportResult:
         """Bank every hash of a list file under one case, all or nothing: a bad line raises
         ValueError naming the file and line and imports nothing."""

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import ArgumentError, IntegrityError
-from sqlmodel import Session, SQLModel, create_engine, select
+from sqlmodel import Session, create_engine, select
 
 from agents.base import Post as PostRecord
 from detectors.base import Detection as DetectionResult
@@ -75,8 +75,15 @@ class Store:
         self.url = normalise_url(url)
         self.engine = make_engine(self.url)
         if create:
+            # The schema comes from the Alembic migrations (storage/migrations): a new database
+            # gets every revision, an older one is upgraded in place keeping its rows, and one
+            # made by a newer deepwatch is refused (MigrationError says so).
+            from storage import migrate  # imports this module: load it only when needed
+
             try:
-                SQLModel.metadata.create_all(self.engine)
+                migrate.upgrade(self.engine)
+            except StorageError:
+                raise
             except Exception as exc:  # connection refused, bad credentials...
                 raise StorageError(f"cannot open database {self.redacted_url}: {exc}") from exc
 
@@ -384,6 +391,24 @@ class Store:
             s.add(row)
             s.commit()
             return row.id, True
+
+    def update_evidence(self, evidence_id: int, **fields: Any) -> None:
+        """Set columns of one evidence record (capture facts, assessments); unknown names are errors."""
+        unknown = sorted(set(fields) - set(m.Evidence.model_fields))
+        if unknown:
+            raise StorageError(f"evidence has no field(s) {', '.join(unknown)}")
+        with self.session() as s:
+            row = s.get(m.Evidence, evidence_id)
+            if row is None:
+                raise StorageError(f"no evidence record with id {evidence_id}")
+            for name, value in fields.items():
+                setattr(row, name, value)
+            s.add(row)
+            s.commit()
+
+    def get_post(self, post_pk: int) -> m.Post | None:
+        with self.session() as s:
+            return s.get(m.Post, post_pk)
 
     def update_evidence_capture(
         self, evidence_id: int, *, screenshot_sha256: str | None, html_sha256: str | None, captured_at: datetime

@@ -171,15 +171,92 @@ class Evidence(SQLModel, table=True):
     matched_sha256: Optional[str] = None
     match_distance: Optional[float] = None
     created_at: datetime = _utc_column(nullable=False, default=utcnow)
+    # -- capture (Berkeley Protocol: what, where, when, by whom, with what) --
+    wacz_sha256: Optional[str] = None  # the page and its media as WARC records in a WACZ
+    working_sha256: Optional[str] = None  # a working copy (preview); media_sha256 stays the untouched original
+    capture_ip: Optional[str] = None  # the address the page was fetched from
+    capture_tool: Optional[str] = None  # "deepwatch/0.1.0 (Chromium 131; warcio 1.8)"
+    capture_operator: Optional[str] = None  # who or what captured it (campaign name or investigator)
+    capture_headers: dict = Field(default_factory=dict, sa_column=Column(JSON))  # page response headers
+    # -- review and legal assessment --
+    review_status: str = Field(default="unreviewed", index=True)  # unreviewed | confirmed | dismissed
+    in_ban_window: Optional[bool] = None  # posted inside the election's pre-vote ban window
+    ai_label_present: Optional[bool] = None  # did the post say it was AI-made
+    campaign_purpose: Optional[bool] = None  # made to influence the election
+    legal_notes: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
 
 
 class TakedownRequest(SQLModel, table=True):
+    """A notice to a platform about one or more evidence records, tracked to its outcome."""
+
     id: Optional[int] = Field(default=None, primary_key=True)
-    evidence_id: int = Field(foreign_key="evidence.id", index=True)
+    evidence_id: int = Field(foreign_key="evidence.id", index=True)  # the first (or only) record
+    evidence_ids: list = Field(default_factory=list, sa_column=Column(JSON))  # every record in the notice
     platform: str
-    status: str = "drafted"  # drafted | sent | acknowledged | removed | refused
+    status: str = Field(default="drafted", index=True)  # drafted | sent | acknowledged | removed | refused
     packet_path: Optional[str] = None
-    packet_sha256: Optional[str] = None
+    packet_sha256: Optional[str] = None  # sha256 of the packet's MANIFEST.sha256
+    legal_basis: Optional[str] = None
+    sender: Optional[str] = None
     created_at: datetime = _utc_column(nullable=False, default=utcnow)
     updated_at: datetime = _utc_column(nullable=False, default=utcnow)
+    sent_at: Optional[datetime] = _utc_column(nullable=True)
+    acknowledged_at: Optional[datetime] = _utc_column(nullable=True)
+    resolved_at: Optional[datetime] = _utc_column(nullable=True)  # removed or refused
     notes: str = ""
+
+
+class CustodyEvent(SQLModel, table=True):
+    """One link of the append-only custody log: every event on every evidence item, in order,
+    each row's hash covering its fields and the previous row's hash (a hash chain)."""
+
+    __table_args__ = (UniqueConstraint("seq"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    seq: int  # 1, 2, 3... with no gaps: a deleted row breaks the chain
+    evidence_id: Optional[int] = Field(default=None, foreign_key="evidence.id", index=True)
+    action: str  # captured | analysed | sealed | reviewed | exported | takedown_<status> | liveness_checked | ...
+    actor: str  # a user name, "campaign:<name>", or "system"
+    at: datetime = _utc_column(nullable=False, default=utcnow)
+    details: dict = Field(default_factory=dict, sa_column=Column(JSON))
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64)
+
+
+class Review(SQLModel, table=True):
+    """An investigator's decision on an evidence record; every decision is kept (the history)."""
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    evidence_id: int = Field(foreign_key="evidence.id", index=True)
+    decision: str  # confirmed | dismissed
+    reviewer: str
+    rationale: str = Field(sa_column=Column(Text, nullable=False))
+    at: datetime = _utc_column(nullable=False, default=utcnow)
+
+
+class Seal(SQLModel, table=True):
+    """An evidence record as it was sealed: its canonical JSON, that JSON's sha256, an Ed25519
+    signature over the digest and, when a timestamp authority is configured, an RFC 3161 token.
+    `deepwatch evidence verify` recomputes the record and compares field by field."""
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    evidence_id: int = Field(foreign_key="evidence.id", index=True)
+    record_json: str = Field(sa_column=Column(Text, nullable=False))
+    record_sha256: str = Field(max_length=64)
+    signature: str  # hex Ed25519 signature over the sha256 digest bytes
+    key_id: str  # sha256 of the raw public key, hex
+    public_key: str  # hex raw Ed25519 public key (so a packet verifies without the database)
+    tsa_url: Optional[str] = None
+    tsa_token: Optional[str] = None  # base64 DER TimeStampResp
+    sealed_at: datetime = _utc_column(nullable=False, default=utcnow)
+
+
+class LivenessCheck(SQLModel, table=True):
+    """A re-check of whether a flagged post (or its media) is still online."""
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    evidence_id: int = Field(foreign_key="evidence.id", index=True)
+    url: str
+    checked_at: datetime = _utc_column(nullable=False, default=utcnow)
+    state: str  # live | gone | error
+    http_status: Optional[int] = None
+    detail: str = ""

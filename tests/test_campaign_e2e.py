@@ -125,3 +125,41 @@ def test_investigator_commands(campaign, tmp_path):
     assert similar["matches"][0]["distance"] == 0 and similar["matches"][0]["sha256"] == image_ev["media_sha256"]
     scanned = json.loads(_cli(work, "scan", str(media_file), "--json", "--model", str(ROOT / "var/models/demo-detector")).splitlines()[0])
     assert scanned["sha256"] == image_ev["media_sha256"] and scanned["verdict"]["band"]
+
+
+def test_evidence_is_archived_sealed_and_verifies(campaign, tmp_path):
+    """Every new evidence record got a WACZ of its page (from 127.0.0.1), a working copy beside the
+    original, custody events and a seal; `evidence verify --all` finds nothing wrong, and finds
+    the edit when a row is changed behind deepwatch's back."""
+    from sqlalchemy import text
+    from sqlmodel import select
+
+    from evidence.wacz import verify_wacz
+    from evidence.signing import Signer
+    from storage import models as m
+    from storage.blobs import BlobStore
+    from storage.db import Store
+
+    spec, first, _, work = campaign
+    assert first["counts"]["sealed"] == first["counts"]["evidence_written"]
+    store, blobs = Store(spec.storage.database), BlobStore(spec.storage.blobs)
+    with store.session() as s:
+        records = s.exec(select(m.Evidence)).all()
+        actions = {(e.evidence_id, e.action) for e in s.exec(select(m.CustodyEvent)).all()}
+    assert records
+    for ev in records:
+        assert ev.wacz_sha256 and ev.capture_ip == "127.0.0.1" and ev.capture_tool.startswith("deepwatch/")
+        assert ev.working_sha256 and ev.working_sha256 != ev.media_sha256
+        assert {(ev.id, "analysed"), (ev.id, "captured"), (ev.id, "sealed")} <= actions
+    sample = records[0]
+    assert verify_wacz(blobs.get(sample.wacz_sha256), expected_public_key=Signer.load_or_create().public_key_hex) == []
+
+    ok = CliRunner().invoke(app, ["evidence", "verify", "--all"],
+                            env={"DEEPWATCH_DB": spec.storage.database, "DEEPWATCH_BLOBS": spec.storage.blobs})
+    assert ok.exit_code == 0, ok.output
+    with store.engine.begin() as conn:
+        conn.execute(text("update post set text = 'edited' where id = :pk"), {"pk": sample.post_pk})
+    bad = CliRunner().invoke(app, ["evidence", "verify", str(sample.id)],
+                             env={"DEEPWATCH_DB": spec.storage.database, "DEEPWATCH_BLOBS": spec.storage.blobs})
+    assert bad.exit_code == 1 and "TAMPERED" in bad.output and "edited" in bad.output
+    store.close()
