@@ -260,3 +260,52 @@ class LivenessCheck(SQLModel, table=True):
     state: str  # live | gone | error
     http_status: Optional[int] = None
     detail: str = ""
+
+
+class User(SQLModel, table=True):
+    """A person who uses the console or the API. Roles: viewer < investigator < admin."""
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    username: str = Field(index=True, unique=True)
+    password_hash: str  # argon2id, never the password
+    role: str = "viewer"  # viewer | investigator | admin
+    active: bool = True
+    created_at: datetime = _utc_column(nullable=False, default=utcnow)
+    password_changed_at: datetime = _utc_column(nullable=False, default=utcnow)
+
+
+class ApiToken(SQLModel, table=True):
+    """A revocable bearer token for partners' systems; only its sha256 is stored."""
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="user.id", index=True)
+    name: str
+    token_sha256: str = Field(index=True, unique=True, max_length=64)
+    created_at: datetime = _utc_column(nullable=False, default=utcnow)
+    last_used_at: Optional[datetime] = _utc_column(nullable=True)
+    revoked_at: Optional[datetime] = _utc_column(nullable=True)
+
+
+class WebSession(SQLModel, table=True):
+    """A logged-in browser session; the cookie holds a random id whose sha256 is stored here."""
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    session_sha256: str = Field(index=True, unique=True, max_length=64)
+    user_id: int = Field(foreign_key="user.id", index=True)
+    csrf_token: str  # sent back in every form and in the X-CSRF-Token header
+    created_at: datetime = _utc_column(nullable=False, default=utcnow)
+    expires_at: datetime = _utc_column(nullable=False)
+    revoked_at: Optional[datetime] = _utc_column(nullable=True)
+
+
+class AuditEvent(SQLModel, table=True):
+    """Who did what, when: every view, search, review, export and login. Append-only (the
+    database refuses updates and deletes), readable by admins."""
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    at: datetime = _utc_column(nullable=False, default=utcnow, index=True)
+    username: str = Field(index=True)  # "" for an anonymous attempt
+    action: str = Field(index=True)  # login | login_failed | logout | view | search | review | export | ...
+    target: str = ""  # what it was about: "evidence:12", "/gallery", "user:kim"
+    details: dict = Field(default_factory=dict, sa_column=Column(JSON))
+    ip: str = ""

@@ -94,6 +94,14 @@ def _fill(store: Store, blobs: BlobStore) -> None:
         s.commit()
     append_event(store, eid, "captured", "campaign:지방선거-2026", {"screenshot": screenshot})
     append_event(store, eid, "reviewed", "조사관", {"decision": "confirmed"})
+    with store.session() as s:  # console accounts and their audit trail
+        user = m.User(username="조사관", password_hash="$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA", role="investigator")
+        s.add(user)
+        s.commit()
+        s.add(m.ApiToken(user_id=user.id, name="파트너", token_sha256="a" * 64))
+        s.add(m.WebSession(session_sha256="b" * 64, user_id=user.id, csrf_token="c" * 43, expires_at=T0 + timedelta(hours=8)))
+        s.add(m.AuditEvent(username="조사관", action="review", target=f"evidence:{eid}", details={"결정": "confirmed"}, ip="127.0.0.1"))
+        s.commit()
 
 
 def _all_rows(url: str) -> dict[str, list[dict]]:

@@ -107,7 +107,7 @@ def _json(value):
 
 
 def test_migrations_build_exactly_the_models(store_url):
-    assert migrate.upgrade(store_url) == migrate.head_revision() == "0003_evidence_integrity"
+    assert migrate.upgrade(store_url) == migrate.head_revision() == migrate.known_revisions()[-1]
     assert migrate.current_revision(store_url) == migrate.head_revision()
     assert _differences(store_url) == []
 
@@ -118,7 +118,7 @@ def test_comparison_sees_a_schema_that_is_behind(store_url):
     diffs = _differences(store_url)
     added_tables = {d[1].name for d in diffs if d[0] == "add_table"}
     added_columns = {(d[2], d[3].name) for d in diffs if d[0] == "add_column"}
-    assert added_tables == {"custodyevent", "review", "seal", "livenesscheck"}
+    assert added_tables == {"custodyevent", "review", "seal", "livenesscheck", "user", "apitoken", "websession", "auditevent"}
     assert ("evidence", "review_status") in added_columns and ("takedownrequest", "sent_at") in added_columns
 
 
@@ -246,3 +246,23 @@ def test_concurrent_first_opens_create_the_schema_once(store_url):
         t.join(60)
     assert errors == [] and results == [migrate.head_revision()] * 4
     assert _differences(store_url) == []
+
+
+def test_audit_log_is_append_only_in_the_database(store_url):
+    """No code path can rewrite the audit log: the database itself refuses."""
+    import sqlalchemy as sa
+
+    migrate.upgrade(store_url)
+    engine = sa.create_engine(store_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("insert into auditevent (at, username, action, target, details, ip) "
+                                 "values (CURRENT_TIMESTAMP, 'kim', 'login', '', '{}', '127.0.0.1')"))
+        for statement in ("update auditevent set username = 'lee'", "delete from auditevent"):
+            with pytest.raises(sa.exc.DBAPIError, match="append-only"):
+                with engine.begin() as conn:
+                    conn.execute(sa.text(statement))
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("select username from auditevent")).scalars().all() == ["kim"]
+    finally:
+        engine.dispose()
