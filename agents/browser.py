@@ -22,7 +22,7 @@ from agents.base import AgentStats, Drop, MediaRef, Page, Post
 from agents.demo_api import check_base_url, parse_timestamp
 from agents.errors import SourceError
 from agents.fetch import default_user_agent
-from storage.blobs import BlobStore
+from storage.blobs import BlobStore, ContentStore
 
 T = TypeVar("T")
 
@@ -125,8 +125,8 @@ class BrowserAgent:
     ):
         # base_url may be empty for an agent used only to capture evidence pages by full URL.
         self.base_url = check_base_url(base_url) if base_url else ""
-        if not isinstance(blobs, BlobStore):
-            raise TypeError(f"blobs must be a storage.blobs.BlobStore, got {type(blobs).__name__}")
+        if not isinstance(blobs, ContentStore):
+            raise TypeError(f"blobs must be a blob store (storage.blobs.open_blobs), got {type(blobs).__name__}")
         self.blobs = blobs
         self.path_template = _check_template(path_template)
         self.max_scrolls = _positive_int("max_scrolls", max_scrolls, minimum=0)

@@ -96,7 +96,10 @@ class CampaignRun:
         from demo_platform.server import DemoPlatform
 
         demo = self.spec.demo_platform
-        world = load_world(demo.seed, demo.posts, Path(self.spec.storage.blobs).parent / "demo-world")
+        # The built world is cached on local disk beside local blobs (under var/ for object stores).
+        blobs = self.spec.storage.blobs
+        cache = Path("var") if "://" in blobs else Path(blobs).parent
+        world = load_world(demo.seed, demo.posts, cache / "demo-world")
         self.platform = DemoPlatform(world)
         try:
             base_url = self.platform.start(port=demo.port)
@@ -475,10 +478,10 @@ class CampaignRun:
     def _working_copy(self, media_sha256: str) -> str | None:
         """A preview kept apart from the untouched original (both by sha256)."""
         from evidence.capture import make_working_copy
-        from storage.blobs import BlobStore
+        from storage.blobs import open_blobs
 
         media = self.store.get_media(media_sha256)
-        blobs = BlobStore(self.spec.storage.blobs)
+        blobs = open_blobs(self.spec.storage.blobs)
         copy = make_working_copy(blobs.get(media_sha256), media.mime) if media else None
         return blobs.put(copy) if copy else None
 

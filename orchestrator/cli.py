@@ -108,6 +108,10 @@ def campaign_run(
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (default: a local Ray)"),
     report: Optional[Path] = typer.Option(None, "--report", help="Write the JSON run report here"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Live progress display"),
+    db: Optional[str] = typer.Option(None, "--db", help="Database URL instead of the file's storage.database "
+                                     "(keeps a password out of the campaign file)"),
+    blobs: Optional[str] = typer.Option(None, "--blobs", help="Blob store instead of the file's storage.blobs "
+                                        "(a path or s3://bucket/prefix)"),
 ) -> None:
     """Crawl, fetch, deduplicate, detect and write evidence for one campaign.
 
@@ -116,7 +120,13 @@ def campaign_run(
         spec, text = load_spec(spec_path)
     except SpecError as exc:
         _fail(str(exc))
-    _run_campaign(spec, text, address, report, progress)
+    _run_campaign(_with_storage(spec, db, blobs), text, address, report, progress)
+
+
+def _with_storage(spec: Any, db: Optional[str], blobs: Optional[str]) -> Any:
+    """The spec with its storage taken from the command line, when given there."""
+    update = {k: v for k, v in (("database", db), ("blobs", blobs)) if v}
+    return spec.model_copy(update={"storage": spec.storage.model_copy(update=update)}) if update else spec
 
 
 @campaign_app.command("resume")
@@ -271,12 +281,12 @@ def evidence_export(
     blobs: Optional[str] = BlobsOpt,
 ) -> None:
     """Write a takedown packet: JSON, an HTML page, the media, the screenshot and a sha256 manifest."""
-    from storage.blobs import BlobStore
+    from storage.blobs import BlobStoreError, open_blobs
     from storage.packet import PacketError, export_packet
 
     try:
-        folder = export_packet(_open_store(db), BlobStore(_blobs(blobs)), evidence_id, out)
-    except (PacketError, KeyError) as exc:
+        folder = export_packet(_open_store(db), open_blobs(_blobs(blobs)), evidence_id, out)
+    except (PacketError, KeyError, BlobStoreError, ValueError) as exc:
         _fail(str(exc), code=1)
     console.print(f"takedown packet written to {folder}")
 
@@ -432,7 +442,7 @@ def demo_serve(
 
 # Review, seals, verification, liveness and takedown commands, and the database commands, live in
 # their own modules.
-from orchestrator import cli_db, cli_evidence  # noqa: E402,F401  (register their commands on `app`)
+from orchestrator import cli_console, cli_db, cli_evidence, cli_users  # noqa: E402,F401  (register their commands on `app`)
 
 
 def main() -> None:

@@ -189,11 +189,11 @@ def evidence_verify(
     Exits 1 when something was tampered with."""
     from evidence.custody import verify_chain
     from evidence.verify import verify_all, verify_evidence
-    from storage.blobs import BlobStore
+    from storage.blobs import open_blobs
 
     if (evidence_id is None) == (not all_records):
         _fail("give an evidence ID or --all")
-    store, blob_store = _open_store(db), BlobStore(_blobs(blobs))
+    store, blob_store = _open_store(db), open_blobs(_blobs(blobs))
     cert = _tsa(None, tsa_cert)[1]
     chain = verify_chain(store)
     if evidence_id is not None:
@@ -284,11 +284,11 @@ def takedown_build(
 ) -> None:
     """Build a signed takedown packet (HTML, PDF, JSON, evidence files, sha256 manifest)."""
     from evidence.takedown import TakedownError, build_takedown
-    from storage.blobs import BlobStore
+    from storage.blobs import open_blobs
 
     store = _open_store(db)
     try:
-        request = build_takedown(store, BlobStore(_blobs(blobs)), list(evidence_ids), platform, out,
+        request = build_takedown(store, open_blobs(_blobs(blobs)), list(evidence_ids), platform, out,
                                  _takedown_config(config), _signer())
     except TakedownError as exc:
         _fail(str(exc), code=1)

@@ -1,8 +1,9 @@
 """The pipeline's stages as plain classes: each can be unit-tested on one batch without Ray.
 
 Ray turns them into actors in `orchestrator/wiring.py`; nothing here imports Ray. Stages talk
-through the blob store (a path every worker can reach) and small picklable records, so media
-bytes never travel through the Ray object store.
+through the blob store (a shared path or an S3 bucket every worker can reach, see
+`storage.blobs.open_blobs`) and small picklable records, so media bytes never travel through
+the Ray object store.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents.base import Drop, MediaRef, Page
-from storage.blobs import BlobStore
+from storage.blobs import open_blobs
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class CrawlStage:
 
         self.source_name = source_name
         self.fetcher = policy.build()
-        self.agent = build_agent(agent_type, params, fetcher=self.fetcher, blobs=BlobStore(blobs_root))
+        self.agent = build_agent(agent_type, params, fetcher=self.fetcher, blobs=open_blobs(blobs_root))
 
     def page(self, term: str, cursor: str | None) -> PageResult:
         from agents.errors import SourceError
@@ -98,7 +99,7 @@ class FetchStage:
 
     def __init__(self, policy: FetchPolicySpec, blobs_root: str):
         self.fetcher = policy.build()
-        self.blobs = BlobStore(blobs_root)
+        self.blobs = open_blobs(blobs_root)
 
     def run(self, refs: list[MediaRef]) -> list[MediaRecord | Drop]:
         from detectors.hashing import MediaDecodeError, probe_media
@@ -188,7 +189,7 @@ class DetectStage:
         from detectors.pipeline import DetectionPipeline
 
         self.pipeline = DetectionPipeline(**pipeline_kwargs)
-        self.blobs = BlobStore(blobs_root)
+        self.blobs = open_blobs(blobs_root)
 
     def describe(self) -> list[dict[str, Any]]:
         return self.pipeline.describe()
@@ -210,7 +211,7 @@ class CaptureStage:
                  archive: bool = True, key_dir: str | None = None, nav_timeout_s: float = 20.0):
         from agents.browser import BrowserAgent
 
-        self.blobs = BlobStore(blobs_root)
+        self.blobs = open_blobs(blobs_root)
         self.browser = BrowserAgent("", self.blobs, nav_timeout_s=nav_timeout_s)
         self.fetcher = (policy or FetchPolicySpec()).build() if archive else None
         self.operator = operator

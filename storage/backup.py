@@ -133,7 +133,7 @@ def _dump_tables(engine: Engine, folder: Path) -> tuple[str, dict[str, int]]:
         if revision is None:
             raise BackupError("the database has no schema revision; open it with this deepwatch first")
         tables = sa.MetaData()
-        tables.reflect(conn)
+        tables.reflect(conn, only=lambda name, _: not migrate.is_search_index_table(name))
         for table in tables.sorted_tables:
             if table.name == migrate.VERSION_TABLE:
                 continue
@@ -349,6 +349,8 @@ def _row_counts(conn: Connection) -> dict[str, int]:
 def _drop_our_tables(conn: Connection) -> None:
     """Remove deepwatch's tables (empty, or forced) so the schema is made at the backup's revision."""
     ours = migrate.known_tables() | {migrate.VERSION_TABLE}
+    if conn.dialect.name == "sqlite":  # the keyword index (drops its shadow tables too); remade by 0005
+        conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{migrate.SEARCH_INDEX_TABLE}"')
     present = [t for t in sa.inspect(conn).get_table_names() if t in ours]
     if present:
         tables = sa.MetaData()
@@ -358,7 +360,7 @@ def _drop_our_tables(conn: Connection) -> None:
 
 def _load_rows(conn: Connection, archive: Path, expected: dict[str, int]) -> dict[str, int]:
     tables = sa.MetaData()
-    tables.reflect(conn)
+    tables.reflect(conn, only=lambda name, _: not migrate.is_search_index_table(name))
     unknown = sorted(set(expected) - set(tables.tables))
     if unknown:
         raise BackupError(f"backup holds tables the schema at its revision lacks: {', '.join(unknown)}")

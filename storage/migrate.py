@@ -40,6 +40,15 @@ _OPTIONAL_LEGACY_TABLES = frozenset({"bank_entry"})
 
 Target = Engine | Connection | str
 
+# Migration 0005's SQLite keyword index: an FTS5 table and the shadow tables FTS5 keeps for it.
+# They hold nothing of their own (triggers derive every entry from `post`), so they are not
+# deepwatch tables: not compared, not counted, not backed up; restoring posts re-fills them.
+SEARCH_INDEX_TABLE = "gallery_fts"
+
+
+def is_search_index_table(name: str) -> bool:
+    return name == SEARCH_INDEX_TABLE or name.startswith(SEARCH_INDEX_TABLE + "_")
+
 
 class MigrationError(StorageError):
     """The database's schema cannot be brought to the one this code expects."""
@@ -185,7 +194,7 @@ def _schema_at(revision: str) -> dict[str, frozenset[str]]:
             inspector = sa.inspect(conn)
             return {
                 t: frozenset(c["name"] for c in inspector.get_columns(t))
-                for t in inspector.get_table_names() if t != VERSION_TABLE
+                for t in inspector.get_table_names() if t != VERSION_TABLE and not is_search_index_table(t)
             }
     finally:
         engine.dispose()

@@ -41,9 +41,26 @@ def pg_url():
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     url = admin.rsplit("/", 1)[0] + "/" + name
     yield url
-    with engine.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    _drop_database(engine, name)
     engine.dispose()
+
+
+def _drop_database(engine, name: str) -> None:
+    """DROP ... WITH (FORCE) cannot end an autovacuum worker (it runs as the superuser) and then
+    fails with InsufficientPrivilege; autovacuum passes in a moment, so try again briefly."""
+    import time
+
+    import sqlalchemy as sa
+
+    for attempt in range(20):
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            return
+        except sa.exc.DBAPIError as exc:
+            if "InsufficientPrivilege" not in type(exc.orig).__name__ or attempt == 19:
+                raise
+            time.sleep(0.5)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

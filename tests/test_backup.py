@@ -112,7 +112,7 @@ def _all_rows(url: str) -> dict[str, list[dict]]:
     try:
         with engine.connect() as conn:
             tables = sa.MetaData()
-            tables.reflect(conn)
+            tables.reflect(conn, only=lambda name, _: not migrate.is_search_index_table(name))
             for table in tables.sorted_tables:
                 if table.name == migrate.VERSION_TABLE:
                     continue

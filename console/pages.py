@@ -1,0 +1,347 @@
+"""The console's HTML pages (server-rendered Jinja2, autoescaped; JavaScript only from /static).
+
+Routes are plain `def`s: FastAPI runs them in its thread pool, so the blocking database, blob
+and Chromium work never stalls the event loop. Every page is audited as the contract lists:
+views of evidence, blobs and takedowns; searches; reviews; exports; takedown status changes.
+"""
+from __future__ import annotations
+
+import hmac
+import re
+import secrets
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from sqlmodel import select
+from starlette.background import BackgroundTask
+
+from console import actions, charts
+from console.actions import ConsoleContext, NotFound, ReviewError, TakedownError
+from console.audit import audit, audit_events, recent_failures
+from console.auth import authenticate, end_session, has_role, start_session
+from console.deps import (
+    LOGIN_CSRF_COOKIE,
+    SESSION_COOKIE,
+    Principal,
+    client_ip,
+    csrf_protect,
+    current,
+    require,
+    safe_next,
+)
+from console.gallery import FILTER_FIELDS, VERDICTS, REVIEW_STATES, gallery, parse_filter, campaign_stats
+from evidence.takedown import list_takedowns, set_takedown_status
+from storage import models as m
+
+SESSION_TTL_S = 8 * 3600
+PAGE_SIZE = 48
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+# Blob types a browser may render inline; anything else (HTML, SVG, archives) downloads.
+_INLINE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp", "video/mp4", "video/webm",
+                 "video/quicktime", "video/x-matroska")
+
+public_router = APIRouter()
+LOGIN_WINDOW_S = 15 * 60
+MAX_FAILURES_PER_ACCOUNT = 10  # then the account's logins wait out the window
+MAX_FAILURES_PER_IP = 50  # an address guessing across many accounts
+
+router = APIRouter(dependencies=[Depends(csrf_protect)])
+
+
+def ctx_of(request: Request) -> ConsoleContext:
+    return request.app.state.console
+
+
+def render(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
+    return request.app.state.templates.TemplateResponse(request, name, base_context(request) | context,
+                                                        status_code=status_code)
+
+
+def base_context(request: Request) -> dict[str, Any]:
+    """What the layout needs: the user (for the header), the CSRF token (for every form)."""
+    principal: Principal | None = getattr(request.state, "principal", None)
+    user = principal.user if principal else None
+    return {
+        "user": user,
+        "csrf_token": principal.csrf_token if principal else "",
+        "can_investigate": bool(user) and has_role(user, "investigator"),
+        "is_admin": bool(user) and has_role(user, "admin"),
+        "path": request.url.path,
+    }
+
+
+def _audit(request: Request, principal: Principal | None, action: str, target: str = "",
+           details: dict | None = None) -> None:
+    audit(ctx_of(request).store, principal.username if principal else "", action, target, details, client_ip(request))
+
+
+# -- login, logout, health ----------------------------------------------------------------------
+@public_router.get("/healthz", include_in_schema=False)
+def healthz() -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+@public_router.get("/favicon.ico", include_in_schema=False)
+def favicon() -> Response:
+    # Browsers ask for it on every first visit; bouncing it to /login would only add noise.
+    return Response(status_code=204)
+
+
+def _login_form(request: Request, next_path: str, *, error: str = "", status_code: int = 200,
+                username: str = "") -> Response:
+    """The login page with a double-submit token: the same random value in a cookie and a hidden
+    field. Another site can make a browser post the form but cannot read or set the cookie. A token
+    the browser already holds is reused, so a second login page (another tab, a background request
+    bounced to /login) does not invalidate the form the person is filling in."""
+    held = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    token = held if len(held) == 43 and held.replace("-", "").replace("_", "").isalnum() else secrets.token_urlsafe(32)
+    response = render(request, "login.html", {"login_csrf": token, "next": next_path, "error": error,
+                                               "username": username}, status_code)
+    response.set_cookie(LOGIN_CSRF_COOKIE, token, max_age=3600, path="/login", httponly=True, samesite="strict",
+                        secure=ctx_of(request).secure_cookies)
+    return response
+
+
+@public_router.get("/login", include_in_schema=False)
+def login_page(request: Request, next: str = "/") -> Response:  # noqa: A002  (the query's name)
+    return _login_form(request, safe_next(next))
+
+
+@public_router.post("/login", include_in_schema=False)
+def login(request: Request, username: str = Form(""), password: str = Form(""), csrf_token: str = Form(""),
+          next: str = Form("/")) -> Response:  # noqa: A002
+    ctx = ctx_of(request)
+    expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if not expected or not csrf_token or not hmac.compare_digest(expected.encode(), csrf_token.encode()):
+        return _login_form(request, safe_next(next), status_code=403,
+                           error="The login form expired or came from another site. Please try again.")
+    # Throttle password guessing per account and per address, counted from the audit log.
+    per_account, per_ip = recent_failures(ctx.store, target="user:" + username[:64], ip=client_ip(request),
+                                          window_s=LOGIN_WINDOW_S)
+    if per_account >= MAX_FAILURES_PER_ACCOUNT or per_ip >= MAX_FAILURES_PER_IP:
+        audit(ctx.store, "", "login_throttled", "user:" + username[:64], {"username": username[:64]}, client_ip(request))
+        return _login_form(request, safe_next(next), status_code=429, username=username[:64],
+                           error="Too many failed logins. Wait 15 minutes and try again, or ask an admin.")
+    user = authenticate(ctx.store, username, password)
+    if user is None:
+        audit(ctx.store, "", "login_failed", "user:" + username[:64], {"username": username[:64]}, client_ip(request))
+        return _login_form(request, safe_next(next), status_code=401, error="Wrong username or password.",
+                           username=username[:64])
+    old = request.cookies.get(SESSION_COOKIE)
+    if old:  # a fresh session id on every login (no session fixation)
+        end_session(ctx.store, old)
+    cookie, _csrf = start_session(ctx.store, user, ttl_s=SESSION_TTL_S)
+    audit(ctx.store, user.username, "login", "user:" + user.username, {}, client_ip(request))
+    response = RedirectResponse(safe_next(next), status_code=303)
+    response.set_cookie(SESSION_COOKIE, cookie, max_age=SESSION_TTL_S, path="/", httponly=True, samesite="strict",
+                        secure=ctx.secure_cookies)
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login", httponly=True, samesite="strict", secure=ctx.secure_cookies)
+    return response
+
+
+@router.post("/logout", include_in_schema=False)
+def logout(request: Request, principal: Principal = Depends(current)) -> Response:
+    ctx = ctx_of(request)
+    end_session(ctx.store, principal.session_cookie)
+    _audit(request, principal, "logout", "user:" + principal.username)
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=ctx.secure_cookies)
+    return response
+
+
+# -- dashboard ----------------------------------------------------------------------------------
+@router.get("/", include_in_schema=False)
+def dashboard(request: Request, campaign: str = "", principal: Principal = Depends(current)) -> Response:
+    ctx = ctx_of(request)
+    names = actions.campaign_names(ctx.store)
+    if campaign and campaign not in names:
+        raise HTTPException(404, f"no campaign named {campaign!r}")
+    selected = campaign or (names[0] if names else "")
+    stats = campaign_stats(ctx.store, selected) if selected else None
+    context: dict[str, Any] = {"campaigns": names, "selected": selected, "stats": stats}
+    if stats is not None:
+        per_platform = sorted(stats["per_platform"].items(), key=lambda kv: (-kv[1], kv[0]))
+        context["chart_per_platform"] = charts.horizontal_bars(
+            per_platform, testid="chart-per-platform", title="Flagged items per platform")
+        context["chart_over_time"] = charts.columns(
+            list(stats["flagged_per_day"]), testid="chart-flagged-over-time", title="Flagged items per day (UTC)")
+    return render(request, "dashboard.html", context)
+
+
+# -- gallery ------------------------------------------------------------------------------------
+def _platforms(ctx: ConsoleContext) -> list[str]:
+    with ctx.store.session() as s:
+        return sorted(p for p in s.exec(select(m.Evidence.platform).distinct()).all() if p)
+
+
+@router.get("/gallery", include_in_schema=False)
+def gallery_page(request: Request, principal: Principal = Depends(current)) -> Response:
+    ctx = ctx_of(request)
+    query = request.query_params
+    values = {name: query.get(name, "") for name in FILTER_FIELDS}
+    context: dict[str, Any] = {
+        "values": values, "campaigns": actions.campaign_names(ctx.store), "platforms": _platforms(ctx),
+        "verdicts": VERDICTS, "review_states": REVIEW_STATES, "items": [], "next_url": None, "error": "",
+        "takedown_platforms": [p.name for p in ctx.takedown_config.platforms],
+    }
+    try:
+        f = parse_filter(query)
+        page = gallery(ctx.store, f, query.get("cursor") or None, PAGE_SIZE)
+    except ValueError as exc:
+        return render(request, "gallery.html", context | {"error": str(exc)}, status_code=400)
+    _audit(request, principal, "search", "/gallery", {k: v for k, v in values.items() if v} |
+           ({"cursor": query["cursor"]} if query.get("cursor") else {}) | {"results": len(page.items)})
+    if page.next_cursor:
+        kept = {k: v for k, v in values.items() if v}
+        context["next_url"] = "/gallery?" + urlencode(kept | {"cursor": page.next_cursor})
+    return render(request, "gallery.html", context | {"items": page.items})
+
+
+# -- evidence -----------------------------------------------------------------------------------
+@router.get("/evidence/{evidence_id}", include_in_schema=False)
+def evidence_page(request: Request, evidence_id: int, principal: Principal = Depends(current)) -> Response:
+    try:
+        view = actions.evidence_view(ctx_of(request), evidence_id)
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    _audit(request, principal, "view", f"evidence:{evidence_id}")
+    return render(request, "evidence.html", {"ev": view, "review_error": request.query_params.get("error", "")[:300]})
+
+
+@router.post("/evidence/{evidence_id}/review", include_in_schema=False)
+def review(request: Request, evidence_id: int, decision: str = Form(""), rationale: str = Form(""),
+           case_id: str = Form(""), principal: Principal = Depends(require("investigator"))) -> Response:
+    try:
+        result = actions.review_and_seal(ctx_of(request), evidence_id, decision, principal.username, rationale, case_id)
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    except ReviewError as exc:
+        raise HTTPException(400, str(exc)) from None
+    _audit(request, principal, "review", f"evidence:{evidence_id}",
+           {"decision": result.decision, "review_id": result.review_id, "sealed": result.seal_sha256 is not None})
+    target = f"/evidence/{evidence_id}"
+    if result.seal_error:
+        target += "?" + urlencode({"error": result.seal_error})
+    return RedirectResponse(target, status_code=303)
+
+
+# -- search by image ----------------------------------------------------------------------------
+@router.get("/search-image", include_in_schema=False)
+def search_image_page(request: Request, principal: Principal = Depends(current)) -> Response:
+    return render(request, "search_image.html", {"result": None, "error": ""})
+
+
+@router.post("/search-image", include_in_schema=False)
+def search_image(request: Request, image: UploadFile = File(...), principal: Principal = Depends(current)) -> Response:
+    data = image.file.read(actions.MAX_IMAGE_BYTES + 1)
+    try:
+        result = actions.search_by_image(ctx_of(request), data)
+    except ValueError as exc:
+        return render(request, "search_image.html", {"result": None, "error": str(exc)}, status_code=400)
+    _audit(request, principal, "search", "/search-image",
+           {"filename": (image.filename or "")[:200], "pdq": result["query"]["pdq"],
+            "matches": len(result["matches"]), "bank": len(result["bank"])})
+    return render(request, "search_image.html", {"result": result, "error": ""})
+
+
+# -- takedowns ----------------------------------------------------------------------------------
+@router.get("/takedowns", include_in_schema=False)
+def takedowns_page(request: Request, principal: Principal = Depends(current)) -> Response:
+    rows = [actions.takedown_json(r) for r in list_takedowns(ctx_of(request).store)]
+    return render(request, "takedowns.html", {"rows": list(reversed(rows))})
+
+
+@router.post("/takedowns", include_in_schema=False)
+def build_takedown_page(request: Request, evidence_ids: list[str] = Form([]), platform: str = Form(""),
+                        principal: Principal = Depends(require("investigator"))) -> Response:
+    try:
+        row = actions.build_packet(ctx_of(request), actions.parse_ids(evidence_ids), platform)
+    except TakedownError as exc:
+        raise HTTPException(400, str(exc)) from None
+    _audit(request, principal, "export", f"takedown:{row.id}",
+           {"evidence_ids": list(row.evidence_ids), "platform": row.platform, "packet_sha256": row.packet_sha256})
+    return RedirectResponse(f"/takedowns/{row.id}", status_code=303)
+
+
+@router.get("/takedowns/{request_id}", include_in_schema=False)
+def takedown_page(request: Request, request_id: int, principal: Principal = Depends(current)) -> Response:
+    try:
+        view = actions.takedown_view(ctx_of(request), request_id)
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    _audit(request, principal, "view", f"takedown:{request_id}")
+    return render(request, "takedown.html", {"t": view})
+
+
+def packet_download(request: Request, request_id: int, principal: Principal) -> Response:
+    """The packet folder as a zip; shared by the page link and the API."""
+    try:
+        path, name = actions.packet_zip(ctx_of(request), request_id)
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    _audit(request, principal, "export", f"takedown:{request_id}", {"download": name})
+    return FileResponse(path, media_type="application/zip", filename=name,
+                        background=BackgroundTask(path.unlink, missing_ok=True))
+
+
+@router.get("/takedowns/{request_id}/packet.zip", include_in_schema=False)
+def takedown_zip(request: Request, request_id: int, principal: Principal = Depends(current)) -> Response:
+    return packet_download(request, request_id, principal)
+
+
+@router.post("/takedowns/{request_id}/status", include_in_schema=False)
+def takedown_status(request: Request, request_id: int, status: str = Form(""), note: str = Form(""),
+                    principal: Principal = Depends(require("investigator"))) -> Response:
+    change_status(request, request_id, status, note, principal)
+    return RedirectResponse(f"/takedowns/{request_id}", status_code=303)
+
+
+def change_status(request: Request, request_id: int, status: str, note: str, principal: Principal) -> m.TakedownRequest:
+    ctx = ctx_of(request)
+    try:
+        actions.takedown_view(ctx, request_id)
+        row = set_takedown_status(ctx.store, request_id, status, actor=principal.username, note=note.strip())
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    except TakedownError as exc:
+        raise HTTPException(400, str(exc)) from None
+    _audit(request, principal, "takedown_status", f"takedown:{request_id}", {"status": status, "note": note[:500]})
+    return row
+
+
+# -- audit log ----------------------------------------------------------------------------------
+@router.get("/admin/audit", include_in_schema=False)
+def audit_page(request: Request, username: str = "", action: str = "", before_id: int | None = None,
+               principal: Principal = Depends(require("admin"))) -> Response:
+    rows = audit_events(ctx_of(request).store, username=username or None, action=action or None, before_id=before_id)
+    older = None
+    if len(rows) == 200:
+        older = "/admin/audit?" + urlencode({k: v for k, v in (("username", username), ("action", action)) if v}
+                                             | {"before_id": rows[-1].id})
+    return render(request, "audit.html", {"rows": rows, "username": username, "action": action, "older_url": older})
+
+
+# -- blobs --------------------------------------------------------------------------------------
+@router.get("/blob/{sha256}", include_in_schema=False)
+def blob(request: Request, sha256: str, principal: Principal = Depends(current)) -> Response:
+    """A stored file by sha256. Its type comes from its bytes, never from what a platform said;
+    `sandbox` CSP and nosniff keep a hostile file from running anything if opened directly."""
+    from detectors.hashing import sniff_mime
+
+    ctx = ctx_of(request)
+    if not _SHA256.fullmatch(sha256) or not ctx.blobs.exists(sha256):
+        raise HTTPException(404, "no such blob")
+    path = ctx.blobs.path(sha256)
+    with path.open("rb") as fh:
+        mime = sniff_mime(fh.read(1024)) or "application/octet-stream"
+    inline = mime in _INLINE_TYPES
+    headers = {"content-security-policy": "sandbox", "x-content-type-options": "nosniff",
+               "cache-control": "private, max-age=300"}
+    if not inline:
+        headers["content-disposition"] = f'attachment; filename="{sha256}"'
+    range_header = request.headers.get("range", "")
+    if not range_header or range_header.startswith("bytes=0-"):  # a video's later range requests are one view
+        _audit(request, principal, "view", f"blob:{sha256}", {"mime": mime})
+    return FileResponse(path, media_type=mime if inline else "application/octet-stream", headers=headers)
