@@ -31,6 +31,7 @@ from orchestrator.dedup import PerceptualIndex
 from orchestrator.spec import EMBEDDED, CampaignSpec
 from orchestrator.stages import FetchPolicySpec, MediaRecord, PageResult
 from storage.bank import KnownFakesBank
+from storage.blobs import open_blobs
 from storage.db import Store
 
 ProgressFn = Callable[[Counter], None]
@@ -69,6 +70,7 @@ class CampaignRun:
         store = Store(self.spec.storage.database)
         self.store = store
         self.bank = KnownFakesBank(store)
+        self.blobs = open_blobs(self.spec.storage.blobs)  # one client for the run (an s3:// store checks its bucket on open)
         campaign_id = store.upsert_campaign(self.spec.name, self.spec_text)
         self.campaign_id = campaign_id
         store.set_campaign_status(campaign_id, "running")
@@ -478,12 +480,10 @@ class CampaignRun:
     def _working_copy(self, media_sha256: str) -> str | None:
         """A preview kept apart from the untouched original (both by sha256)."""
         from evidence.capture import make_working_copy
-        from storage.blobs import open_blobs
 
         media = self.store.get_media(media_sha256)
-        blobs = open_blobs(self.spec.storage.blobs)
-        copy = make_working_copy(blobs.get(media_sha256), media.mime) if media else None
-        return blobs.put(copy) if copy else None
+        copy = make_working_copy(self.blobs.get(media_sha256), media.mime) if media else None
+        return self.blobs.put(copy) if copy else None
 
     def _seal(self, evidence_id: int) -> None:
         """Sign the record as written (and timestamp it when an authority is configured)."""
