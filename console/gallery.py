@@ -6,10 +6,11 @@ That keeps the sort key on the same table as most filters (campaign, platform, a
 review status), so the composite indexes of migration 0005 ("<filter>, created_at, id") answer a
 page by walking one index and stopping after `limit` rows, however deep the page.
 since/until are on the post's own time (when it was published, as a ban window is about). A
-filter with since or until is therefore listed newest *post* first, (post.created_at,
-evidence.id): the window and the order then share the index on post.created_at, where ordering
-by flag time would mean reading and sorting every item of the window (seconds at a million
-rows). `GalleryPage.order` says which order a page is in.
+filter with since or until is therefore listed newest *post* first, (post time, evidence.id):
+the window and the order then share one index, where ordering by flag time would mean reading
+and sorting every item of the window (seconds at a million rows). The post's time is read from
+its copy on evidence (`evidence.post_created_at`, migration 0006), so the window, the order and
+the campaign share the index "campaign_id, post_created_at, id". `GalleryPage.order` says which order a page is in.
 
 Keyword search is a case-insensitive substring match on the post text and its hashtags, in any
 script. It uses a real text index: on PostgreSQL ILIKE served by pg_trgm GIN indexes, on SQLite
@@ -99,7 +100,8 @@ def gallery(store: Store, f: GalleryFilter, cursor: str | None = None, limit: in
     order = "posted" if f.since is not None or f.until is not None else "flagged"
     after = decode_cursor(cursor, order) if cursor else None
     ev, post, media, camp = m.Evidence, m.Post, m.Media, m.Campaign
-    order_at = post.created_at if order == "posted" else ev.created_at
+    # The post's time as copied onto evidence (migration 0006), so a dated page is one index walk.
+    order_at = ev.post_created_at if order == "posted" else ev.created_at
     q = (
         sa.select(
             ev.id, camp.name, ev.platform, ev.account, ev.post_url, post.text, post.created_at,
@@ -128,9 +130,9 @@ def gallery(store: Store, f: GalleryFilter, cursor: str | None = None, limit: in
     if f.min_score is not None:
         q = q.where(ev.score >= f.min_score)
     if f.since:
-        q = q.where(post.created_at >= _utc(f.since))
+        q = q.where(ev.post_created_at >= _utc(f.since))
     if f.until:
-        q = q.where(post.created_at < _utc(f.until))
+        q = q.where(ev.post_created_at < _utc(f.until))
     keyword = _clean_keyword(f.keyword)
     if keyword:
         q = q.where(_keyword_clause(store, keyword))

@@ -114,7 +114,7 @@ PUBLIC_KEY = "public_key.hex"
 _UNLISTED = {MANIFEST, SIGNATURE, PUBLIC_KEY}  # the files that certify the manifest cannot be in it
 
 # Detectors whose findings are provenance (what the file says about its own origin), not a guess.
-PROVENANCE_DETECTORS = ("c2pa", "invisible-watermark")
+PROVENANCE_DETECTORS = ("c2pa", "invisible-watermark", "metadata-provenance")
 
 _EXT = {
     "image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp", "image/gif": ".gif",

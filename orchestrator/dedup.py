@@ -14,12 +14,25 @@ Match rule for images, in order:
      items have one. pHash survives crops and captions better than PDQ (bench/dedup.py) but at
      64 bits random near-collisions become common in millions of items; requiring PDQ to be far
      closer than chance (~4.7 standard deviations) keeps those from inheriting a fake verdict.
+Both rules also run on the content region of an image (detectors.regions: a screenshot's
+chrome and a caption band cut away), indexed beside the whole frame, so a screenshot of a known
+picture matches it region to region;
+  3. a query with a band whose whole-frame pHash is within 20 of an indexed image is verified
+     by the PDQ of the same relative region of both (a band painted over the picture hides part
+     of it, so no whole-image hash can match). This needs the pixels of the candidate: it runs
+     only when the index was given an `image_loader` and the query its image.
+
+The index serves one process; `orchestrator.wiring.index_actor` serves it to many Ray workers
+from an actor (every method's arguments and results are plain values).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from detectors.hashing import hamming
+from detectors.regions import RegionHashes
 from detectors.signals import SIGNALS
 from storage.hashindex import BinaryHashIndex
 
@@ -27,6 +40,8 @@ PDQ_MATCH = SIGNALS["pdq"].default_threshold
 PDQ_QUALITY_MIN = SIGNALS["pdq"].quality_cutoff or 0
 PDQ_CONFIRM = 90
 VPDQ_SHARE = 0.5
+REGION_CANDIDATE_PHASH = 20  # rule 3: how far (pHash bits) a candidate for region verification may be
+REGION_CANDIDATES = 8  # rule 3: verify at most this many, nearest first (each costs a decode)
 
 
 @dataclass(frozen=True)
@@ -37,11 +52,13 @@ class Match:
 
 
 class PerceptualIndex:
-    def __init__(self, image_max_distance: int = 10, video_frame_distance: int = 10):
+    def __init__(self, image_max_distance: int = 10, video_frame_distance: int = 10,
+                 image_loader: Callable[[str], Any] | None = None):
         self.image_max_distance = image_max_distance
         self.video_frame_distance = video_frame_distance
+        self.image_loader = image_loader  # sha256 -> PIL image, for rule 3
         self._sha: list[str] = []
-        self._pdq: list[tuple[str | None, int | None]] = []
+        self._pdq: list[list[str]] = []  # per image: its usable PDQ hashes (whole frame, region)
         self._phash_index = BinaryHashIndex(bits=64)
         self._pdq_index = BinaryHashIndex(bits=256)
         self._videos: list[tuple[str, list[str], list]] = []  # (sha256, frame pHashes, vPDQ frames)
@@ -49,32 +66,68 @@ class PerceptualIndex:
     def __len__(self) -> int:
         return len(self._sha) + len(self._videos)
 
-    def add_image(self, sha256: str, phash_hex: str | None, pdq_hex: str | None = None, pdq_quality: int | None = None) -> None:
+    def size(self) -> int:
+        """len(), as a method a Ray actor handle can call."""
+        return len(self)
+
+    def add_image(self, sha256: str, phash_hex: str | None, pdq_hex: str | None = None, pdq_quality: int | None = None,
+                  region: RegionHashes | None = None) -> None:
         ident = len(self._sha)
         self._sha.append(sha256)
-        self._pdq.append((pdq_hex, pdq_quality))
-        if phash_hex:
-            self._phash_index.add_one(ident, phash_hex)
-        if pdq_hex and (pdq_quality or 0) >= PDQ_QUALITY_MIN:
-            self._pdq_index.add_one(ident, pdq_hex)
+        self._pdq.append([])
+        for ph, pdq, quality in _views(phash_hex, pdq_hex, pdq_quality, region):
+            if ph:
+                self._phash_index.add_one(ident, ph)
+            if pdq and (quality or 0) >= PDQ_QUALITY_MIN:
+                self._pdq_index.add_one(ident, pdq)
+                self._pdq[ident].append(pdq)
 
     def add_video(self, sha256: str, frame_hashes: list[str], vpdq: list | None = None) -> None:
         if frame_hashes or vpdq:
             self._videos.append((sha256, list(frame_hashes), _frames(vpdq)))
 
-    def match_image(self, phash_hex: str | None, pdq_hex: str | None = None, pdq_quality: int | None = None) -> Match | None:
-        if pdq_hex and (pdq_quality or 0) >= PDQ_QUALITY_MIN and len(self._pdq_index):
-            hits = self._pdq_index.search(pdq_hex, PDQ_MATCH)
+    def match_image(self, phash_hex: str | None, pdq_hex: str | None = None, pdq_quality: int | None = None,
+                    region: RegionHashes | None = None, image: Any = None) -> Match | None:
+        """The indexed image this one copies, by rules 1-3 (module docstring), or None.
+
+        `region`: the query's content region (detectors.regions.region_hashes); `image`: its
+        pixels (a PIL image), used only by rule 3."""
+        views = _views(phash_hex, pdq_hex, pdq_quality, region)
+        usable_pdq = [pdq for _, pdq, q in views if pdq and (q or 0) >= PDQ_QUALITY_MIN]
+        if usable_pdq and len(self._pdq_index):
+            hits = [hit for pdq in usable_pdq for hit in self._pdq_index.search(pdq, PDQ_MATCH)]
             if hits:
-                ident, dist = hits[0]
+                ident, dist = min(hits, key=lambda hit: hit[1])
                 return Match(self._sha[ident], float(dist), "pdq")
-        if not phash_hex or not len(self._phash_index):
+        if not len(self._phash_index):
             return None
-        for ident, dist in self._phash_index.search(phash_hex, self.image_max_distance):
-            other_pdq, _ = self._pdq[ident]
-            if pdq_hex and other_pdq and hamming(pdq_hex, other_pdq) > PDQ_CONFIRM:
-                continue  # a pHash near-collision between different pictures
-            return Match(self._sha[ident], float(dist), "phash")
+        for ph, _, _ in views:
+            if not ph:
+                continue
+            for ident, dist in self._phash_index.search(ph, self.image_max_distance):
+                known = self._pdq[ident]
+                if usable_pdq and known and min(hamming(a, b) for a in usable_pdq for b in known) > PDQ_CONFIRM:
+                    continue  # a pHash near-collision between different pictures
+                return Match(self._sha[ident], float(dist), "phash")
+        if region is not None and image is not None and self.image_loader is not None and phash_hex:
+            return self._verify_region(phash_hex, region, image)
+        return None
+
+    def _verify_region(self, phash_hex: str, region: RegionHashes, image: Any) -> Match | None:
+        from detectors.regions import region_distance
+
+        candidates = sorted(self._phash_index.search(phash_hex, REGION_CANDIDATE_PHASH), key=lambda hit: hit[1])
+        seen: set[int] = set()
+        for ident, _ in candidates:
+            if ident in seen or len(seen) >= REGION_CANDIDATES:
+                continue
+            seen.add(ident)
+            known = self.image_loader(self._sha[ident])
+            if known is None:
+                continue
+            dist = region_distance(image, region.box, known)
+            if dist <= PDQ_MATCH:
+                return Match(self._sha[ident], float(dist), "pdq-region")
         return None
 
     def match_video(self, frame_hashes: list[str], vpdq: list | None = None) -> Match | None:
@@ -98,6 +151,14 @@ class PerceptualIndex:
             if matched and (best is None or 1 - share < best.distance):
                 best = Match(sha, round(1 - share, 4), signal)
         return best
+
+
+def _views(phash_hex: str | None, pdq_hex: str | None, pdq_quality: int | None,
+           region: RegionHashes | None) -> list[tuple[str | None, str | None, int | None]]:
+    views = [(phash_hex, pdq_hex, pdq_quality)]
+    if region is not None:
+        views.append((region.phash, region.pdq, region.pdq_quality))
+    return views
 
 
 def _frames(vpdq: list | None) -> list:

@@ -387,6 +387,9 @@ class Store:
             ).first()
             if found is not None:
                 return found.id, False
+            if fields.get("post_created_at") is None:
+                post = s.get(m.Post, fields["post_pk"])
+                fields = {**fields, "post_created_at": post.created_at if post is not None else None}
             row = m.Evidence(**fields)
             s.add(row)
             s.commit()

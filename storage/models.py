@@ -171,6 +171,9 @@ class Evidence(SQLModel, table=True):
     matched_sha256: Optional[str] = None
     match_distance: Optional[float] = None
     created_at: datetime = _utc_column(nullable=False, default=utcnow)
+    # When the post was published: a copy of post.created_at (which never changes), so the
+    # gallery's dated listings filter and order on one evidence index (migration 0006).
+    post_created_at: Optional[datetime] = _utc_column(nullable=True)
     # -- capture (Berkeley Protocol: what, where, when, by whom, with what) --
     wacz_sha256: Optional[str] = None  # the page and its media as WARC records in a WACZ
     working_sha256: Optional[str] = None  # a working copy (preview); media_sha256 stays the untouched original

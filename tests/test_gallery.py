@@ -35,9 +35,13 @@ ITEMS = {
 
 def _set_post(store, evidence_id: int, **fields) -> None:
     with store.session() as s:
-        post = s.get(m.Post, s.get(m.Evidence, evidence_id).post_pk)
+        ev = s.get(m.Evidence, evidence_id)
+        post = s.get(m.Post, ev.post_pk)
         for name, value in fields.items():
             setattr(post, name, value)
+        if "created_at" in fields:  # a post made with another time: evidence keeps a copy of it
+            ev.post_created_at = fields["created_at"]
+            s.add(ev)
         s.add(post)
         s.commit()
 

@@ -147,6 +147,9 @@ def test_upgrade_from_first_release_keeps_every_row(store_url):
     assert evidence["legal_notes"] == ""
     assert _json(evidence["capture_headers"]) == {}
     assert evidence["in_ban_window"] is None and evidence["wacz_sha256"] is None
+    # 0006 copied the post's time onto its evidence (the gallery's dated listings read it there).
+    post_time = {p["id"]: p["created_at"] for p in after["post"]}[evidence["post_pk"]]
+    assert evidence["post_created_at"] == post_time is not None
     takedown = after["takedownrequest"][0]
     assert _json(takedown["evidence_ids"]) == [1]  # the release's notices were about one record each
     assert takedown["sent_at"] is None and takedown["legal_basis"] is None
