@@ -43,6 +43,10 @@ _TRIGRAM = 3  # the shortest keyword a trigram index can answer
 # SQLite: a keyword in this many posts or more is searched by walking the newest evidence
 # instead of through the FTS index (see _keyword_clause); measured in bench/console_search.py.
 _FTS_COMMON = 2000
+# PostgreSQL: a keyword in this many of the newest _PG_SAMPLE posts (0.5 %) is searched by walking
+# the newest evidence (a page then costs ~10,000 row checks at most); rarer ones by pg_trgm.
+_PG_SAMPLE = 2000
+_PG_COMMON_IN_SAMPLE = 10
 _CURSOR_VERSION = "g1"
 _MAX_ID = 2**31 - 1  # evidence.id is a 32-bit integer on PostgreSQL: a larger one is no cursor of ours
 # The query-string names parse_filter reads (the web form uses "q" for the keyword).
@@ -141,7 +145,9 @@ def gallery(store: Store, f: GalleryFilter, cursor: str | None = None, limit: in
         # "order_at <= at" is the index range both planners use; the rest breaks ties by id.
         q = q.where(order_at <= at, sa.or_(order_at < at, ev.id < last_id))
     q = q.order_by(order_at.desc(), ev.id.desc()).limit(limit + 1)
-    with store.engine.connect() as conn:
+    with store.engine.begin() as conn:
+        if keyword and store.engine.dialect.name == "postgresql" and len(keyword) >= _TRIGRAM:
+            _pin_keyword_plan(conn, common=_pg_keyword_is_common(store, keyword))
         rows = conn.execute(q).all()
     more = len(rows) > limit
     rows = rows[:limit]
@@ -164,10 +170,10 @@ def _keyword_clause(store: Store, keyword: str) -> Any:
     post = m.Post
     needle = f"%{escape_like(keyword)}%"
     like = sa.or_(post.text.ilike(needle, escape="\\"), post.search_tags.ilike(needle, escape="\\"))
-    if store.engine.dialect.name != "sqlite" or len(keyword) < _TRIGRAM:
-        # PostgreSQL: ILIKE, served by the pg_trgm GIN indexes (its planner weighs their
-        # selectivity itself); SQLite keywords shorter than a trigram: a check on each row walked.
-        return like
+    if len(keyword) < _TRIGRAM:
+        return like  # no trigram index can hold it: a check on each row walked
+    if store.engine.dialect.name != "sqlite":
+        return like  # PostgreSQL: pg_trgm GIN indexes serve it (see _walk_newest for common keywords)
     # A trigram FTS5 phrase is a substring match; quoting makes FTS5 syntax (AND, *, :, ")
     # in the keyword plain text.
     phrase = '"' + keyword.replace('"', '""') + '"'
@@ -177,6 +183,39 @@ def _keyword_clause(store: Store, keyword: str) -> Any:
         return like
     matching = sa.text(f"SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :phrase").bindparams(phrase=phrase)
     return post.id.in_(matching.columns(sa.column("rowid", sa.Integer)))
+
+
+def _pin_keyword_plan(conn: Any, *, common: bool) -> None:
+    """PostgreSQL: choose the plan of a keyword query ourselves, for this transaction only.
+
+    The planner's row estimate for ILIKE '%phrase%' through pg_trgm can be off by 100x either
+    way, and which plan won changed from one ANALYZE to the next: at 1M rows a common Korean phrase
+    took 0.8 s a page when read out of the GIN index and sorted, and a word in 0.1 % of posts took
+    1.3 s when the newest items were walked instead (bench/console_search.py); each takes
+    20-40 ms with the other plan. A common keyword: walk the newest items through the B-tree
+    indexes and check each post (GIN can only be read by bitmap scans, so those are turned off,
+    and so is sorting, which only a plan that reads the posts first needs).
+    A rare one: read its posts out of the GIN index and join their evidence (plain index scans,
+    which an ordered walk needs, are turned off)."""
+    if common:
+        conn.execute(sa.text("SET LOCAL enable_bitmapscan = off"))
+        conn.execute(sa.text("SET LOCAL enable_sort = off"))  # the walk is already in order
+    else:
+        conn.execute(sa.text("SET LOCAL enable_indexscan = off"))
+    conn.execute(sa.text("SET LOCAL enable_seqscan = off"))
+    # A page is a few thousand index probes at most: starting parallel workers costs more.
+    conn.execute(sa.text("SET LOCAL max_parallel_workers_per_gather = 0"))
+
+
+def _pg_keyword_is_common(store: Store, keyword: str) -> bool:
+    """Does the keyword occur in at least _PG_COMMON_IN_SAMPLE of the newest _PG_SAMPLE posts?
+    The sample is read by primary key: a few milliseconds."""
+    needle = f"%{escape_like(keyword)}%"
+    probe = sa.text(
+        "SELECT count(*) FROM (SELECT text, search_tags FROM post ORDER BY id DESC LIMIT :n) AS newest "
+        "WHERE newest.text ILIKE :needle ESCAPE '\\' OR newest.search_tags ILIKE :needle ESCAPE '\\'")
+    with store.engine.connect() as conn:
+        return conn.execute(probe, {"n": _PG_SAMPLE, "needle": needle}).scalar_one() >= _PG_COMMON_IN_SAMPLE
 
 
 def _fts_matches_at_least(store: Store, phrase: str, n: int) -> bool:
