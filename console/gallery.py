@@ -146,8 +146,9 @@ def gallery(store: Store, f: GalleryFilter, cursor: str | None = None, limit: in
         q = q.where(order_at <= at, sa.or_(order_at < at, ev.id < last_id))
     q = q.order_by(order_at.desc(), ev.id.desc()).limit(limit + 1)
     with store.engine.begin() as conn:
-        if keyword and store.engine.dialect.name == "postgresql" and len(keyword) >= _TRIGRAM:
-            _pin_keyword_plan(conn, common=_pg_keyword_is_common(store, keyword))
+        if store.engine.dialect.name == "postgresql":
+            rare_keyword = len(keyword) >= _TRIGRAM and not _pg_keyword_is_common(store, keyword)
+            _pin_plan(conn, walk=not rare_keyword)
         rows = conn.execute(q).all()
     more = len(rows) > limit
     rows = rows[:limit]
@@ -185,21 +186,22 @@ def _keyword_clause(store: Store, keyword: str) -> Any:
     return post.id.in_(matching.columns(sa.column("rowid", sa.Integer)))
 
 
-def _pin_keyword_plan(conn: Any, *, common: bool) -> None:
-    """PostgreSQL: choose the plan of a keyword query ourselves, for this transaction only.
+def _pin_plan(conn: Any, *, walk: bool) -> None:
+    """PostgreSQL: choose the shape of the gallery's plan ourselves, for this transaction only.
 
-    The planner's row estimate for ILIKE '%phrase%' through pg_trgm can be off by 100x either
-    way, and which plan won changed from one ANALYZE to the next: at 1M rows a common Korean phrase
-    took 0.8 s a page when read out of the GIN index and sorted, and a word in 0.1 % of posts took
-    1.3 s when the newest items were walked instead (bench/console_search.py); each takes
-    20-40 ms with the other plan. A common keyword: walk the newest items through the B-tree
-    indexes and check each post (GIN can only be read by bitmap scans, so those are turned off,
-    and so is sorting, which only a plan that reads the posts first needs).
-    A rare one: read its posts out of the GIN index and join their evidence (plain index scans,
-    which an ordered walk needs, are turned off)."""
-    if common:
+    Every filter (and filter + date window) has an index in the gallery's order (migrations
+    0005, 0006), so a page is an ordered walk of one index that stops after a page of rows. The
+    planner does not always see that: its estimates for ILIKE through pg_trgm can be off 100x
+    either way, and which plan won changed from one ANALYZE to the next. At 1M rows a common
+    Korean phrase took 0.8 s a page read out of the GIN index and sorted, all nine filters on a
+    deep page 0.26 s with a sort, and a word in 0.1 % of posts 1.3 s when the newest items were
+    walked (bench/console_search.py); each takes 5-40 ms with the other plan. So: `walk` (every
+    query but a rare keyword) turns off sorting and bitmap scans (GIN can only be read by those),
+    which leaves the ordered index walks; a rare keyword turns off plain index scans instead,
+    which leaves reading its few posts out of the GIN index and sorting their evidence."""
+    if walk:
+        conn.execute(sa.text("SET LOCAL enable_sort = off"))
         conn.execute(sa.text("SET LOCAL enable_bitmapscan = off"))
-        conn.execute(sa.text("SET LOCAL enable_sort = off"))  # the walk is already in order
     else:
         conn.execute(sa.text("SET LOCAL enable_indexscan = off"))
     conn.execute(sa.text("SET LOCAL enable_seqscan = off"))
