@@ -55,9 +55,9 @@ class DemoApi:
             "hashtags": list(post.hashtags),
             "lang": post.lang,
             "media": [
-                {"url": f"{base}{path}", "type": self.world.media[path].kind,
-                 "mime": self.world.media[path].content_type}
+                {"url": f"{base}{path}", "type": kind, "mime": mime}
                 for path in post.media
+                for kind, mime in [self.world.media_type(path)]
             ],
         }
 

@@ -24,7 +24,16 @@ def _source_digest() -> str:
     return h.hexdigest()[:16]
 
 
+# Worlds larger than this are scaled up from a small one (demo_platform.scaled): the full
+# generator renders every item (~10 s per 120 posts), the scaled world builds 100k posts in seconds.
+SCALED_ABOVE = 2000
+
+
 def load_world(seed: int, n_posts: int, cache_dir: str | os.PathLike[str] | None) -> World:
+    if n_posts > SCALED_ABOVE:
+        from demo_platform.scaled import build_scaled_world
+
+        return build_scaled_world(seed, n_posts, cache_dir)
     if cache_dir is None:
         return build_world(seed=seed, n_posts=n_posts)
     cache = Path(cache_dir)

@@ -43,6 +43,11 @@ class World:
         """Truth keyed by the sha256 of the served bytes (what the pipeline stores media by)."""
         return {self.media[path].sha256: t for path, t in self.truth.items()}
 
+    def media_type(self, path: str) -> tuple[str, str]:
+        """(kind, declared Content-Type) of a media path, without its bytes."""
+        blob = self.media[path]
+        return blob.kind, blob.content_type
+
     def post(self, post_id: str) -> WorldPost | None:
         return self._by_id.get(post_id)
 

@@ -32,7 +32,7 @@ class MediaInput:
 
 @dataclass
 class Detection:
-    detector: str  # registry name, e.g. "hf-classifier", "c2pa", "invisible-watermark"
+    detector: str  # registry name, e.g. "hf-classifier", "c2pa", "invisible-watermark", "metadata-provenance"
     version: str  # version of the detector code / library
     outcome: Outcome
     score: float | None = None  # probability of "fake" in [0, 1] where the detector scores

@@ -3,14 +3,21 @@
 The checkpoint is whatever the operator names (local folder or hub id); nothing about a
 particular model is assumed beyond a label meaning "fake". Preprocessing is done here in
 batches rather than through `transformers.pipeline`, which handles one image at a time:
-JPEGs decode in draft mode close to the model's input size, resizing and normalising
-follow the checkpoint's own image-processor settings, and the whole batch goes to the
-model as one tensor. Checkpoints whose processor does more than resize / centre-crop /
-rescale / normalise fall back to calling their processor on the batch.
+`detectors.decode` turns a batch of image bytes into one pixel tensor following the
+checkpoint's own image-processor settings (Pillow in draft mode on the CPU, or nvJPEG and torch
+ops on the GPU), and the next batch is decoded while the model runs the current one.
+Checkpoints whose processor does more than resize / centre-crop / rescale / normalise fall
+back to calling their processor on the batch.
+
+The decision threshold comes from the caller, else from the `calibration.json` an evaluation
+run left in the model folder (`deepwatch detectors eval`), else 0.5; every result says which,
+and at what false-positive rate a calibrated threshold was set.
 """
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from detectors.base import Detection, MediaInput
+from detectors.decode import DecodedBatch, make_decoder, plain_preprocess
 from detectors.hashing import MediaDecodeError, decode_image
 
 if TYPE_CHECKING:
@@ -30,6 +38,9 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 # .bin files a training run leaves beside the weights; they are not the model.
 _NOT_WEIGHTS = {"training_args.bin", "optimizer.bin", "scheduler.bin", "rng_state.bin"}
 _DTYPES = ("auto", "float32", "bfloat16", "float16")
+_DECODE_MODES = ("auto", "cpu", "gpu")
+DEFAULT_THRESHOLD = 0.5
+CALIBRATION_FILE = "calibration.json"
 
 
 class ModelLoadError(RuntimeError):
@@ -37,114 +48,43 @@ class ModelLoadError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class _Preprocess:
-    """The image-processor steps this module reproduces itself."""
+class Calibration:
+    """A model's calibrated threshold, as `calibration.json` in its folder records it."""
 
-    resize_to: tuple[int, int] | None  # (height, width) to warp to
-    shortest_edge: int | None  # or: scale so the short side is this long
-    resample: int
-    crop: tuple[int, int] | None  # (height, width) centre crop after resizing
-    rescale: float | None
-    mean: np.ndarray | None
-    std: np.ndarray | None
-
-    @property
-    def draft_size(self) -> tuple[int, int]:
-        """The smallest (width, height) a JPEG may be decoded at without losing detail."""
-        if self.resize_to is not None:
-            return self.resize_to[1], self.resize_to[0]
-        side = self.shortest_edge or 0
-        return side, side
-
-    def __call__(self, img: "Image.Image") -> np.ndarray:
-        if self.resize_to is not None:
-            height, width = self.resize_to
-            img = img.resize((width, height), self.resample)
-        elif self.shortest_edge is not None:
-            # torchvision's rule, as the transformers processors apply it: the long side
-            # scales by the same factor and is truncated to an int.
-            w, h = img.size
-            short, long = (w, h) if w <= h else (h, w)
-            new_short, new_long = self.shortest_edge, int(self.shortest_edge * long / short)
-            size = (new_short, new_long) if w <= h else (new_long, new_short)
-            if size != img.size:
-                img = img.resize(size, self.resample)
-        if self.crop is not None:
-            ch, cw = self.crop
-            w, h = img.size
-            top, left = (h - ch) // 2, (w - cw) // 2
-            img = img.crop((left, top, left + cw, top + ch))
-        arr = np.asarray(img, dtype=np.float32)
-        if self.rescale is not None:
-            arr = arr * np.float32(self.rescale)
-        if self.mean is not None and self.std is not None:
-            arr = (arr - self.mean) / self.std
-        return np.ascontiguousarray(arr.transpose(2, 0, 1))
+    threshold: float
+    target_fpr: float
+    fpr_at_threshold: float
+    tpr_at_threshold: float
+    eval_set: str
+    created: str
 
 
-def _size_field(size: Any, key: str) -> Any:
-    if size is None:
+def load_calibration(model_dir: Path) -> Calibration | None:
+    """The folder's calibration.json, None when there is none; a malformed file is an error
+    that names the file and the field (a model must not run at a threshold nobody chose)."""
+    path = model_dir / CALIBRATION_FILE
+    if not path.is_file():
         return None
-    if isinstance(size, dict):
-        return size.get(key)
-    return getattr(size, key, None)
-
-
-def _plain_preprocess(processor: Any) -> _Preprocess | None:
-    """The processor's steps when they are only resize / crop / rescale / normalise, else None."""
     try:
-        from transformers.image_processing_backends import PilBackend, TorchvisionBackend
-    except ImportError:  # transformers 4.x: let the processor do its own work
-        return None
-    cls = type(processor)
-    generic = any(
-        cls._preprocess is base._preprocess and cls.resize is base.resize
-        for base in (PilBackend, TorchvisionBackend)
-    )
-    if not generic or getattr(processor, "do_pad", False):
-        return None
-    size = processor.size if getattr(processor, "do_resize", True) else None
-    height, width = _size_field(size, "height"), _size_field(size, "width")
-    shortest = _size_field(size, "shortest_edge")
-    if size is None:
-        return None  # no resize means images of mixed sizes: cannot stack, leave to processor
-    if height and width:
-        resize_to, shortest = (int(height), int(width)), None
-    elif shortest and not any(
-        _size_field(size, k) for k in ("longest_edge", "max_height", "max_width")
-    ):
-        resize_to, shortest = None, int(shortest)
-    else:
-        return None
-    crop = None
-    if getattr(processor, "do_center_crop", False):
-        crop_size = processor.crop_size
-        ch, cw = _size_field(crop_size, "height"), _size_field(crop_size, "width")
-        if not (ch and cw):
-            return None
-        crop = (int(ch), int(cw))
-        too_small = (
-            resize_to[0] < crop[0] or resize_to[1] < crop[1] if resize_to else shortest < max(crop)
-        )
-        if too_small:
-            return None  # the processor would pad; not reproduced here
-    elif shortest:
-        return None  # aspect-kept sizes differ per image without a crop: cannot stack
-    rescale = float(processor.rescale_factor) if getattr(processor, "do_rescale", False) else None
-    mean = std = None
-    if getattr(processor, "do_normalize", False):
-        mean = np.asarray(processor.image_mean, dtype=np.float32).reshape(-1)
-        std = np.asarray(processor.image_std, dtype=np.float32).reshape(-1)
-    resample = processor.resample
-    return _Preprocess(
-        resize_to=resize_to,
-        shortest_edge=shortest,
-        resample=2 if resample is None else int(resample),  # BILINEAR, the backends' default
-        crop=crop,
-        rescale=rescale,
-        mean=mean,
-        std=std,
-    )
+        raw = json.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{path}: not readable JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ModelLoadError(f"{path}: expected a JSON object, got {type(raw).__name__}")
+    values: dict[str, Any] = {}
+    for name in ("threshold", "target_fpr", "fpr_at_threshold", "tpr_at_threshold"):
+        value = raw.get(name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ModelLoadError(f"{path}: {name!r} must be a number, got {value!r}")
+        if not 0.0 <= value <= 1.0:
+            raise ModelLoadError(f"{path}: {name!r} must be in [0, 1], got {value}")
+        values[name] = float(value)
+    for name in ("eval_set", "created"):
+        value = raw.get(name)
+        if not isinstance(value, str):
+            raise ModelLoadError(f"{path}: {name!r} must be a string, got {value!r}")
+        values[name] = value
+    return Calibration(**values)
 
 
 def weights_digest(model_dir: Path) -> str:
@@ -183,23 +123,29 @@ class HFImageClassifier:
         model: str,
         *,
         fake_label: str = "fake",
-        threshold: float = 0.5,
+        threshold: float | None = None,
         batch_size: int = 32,
         device: str = "auto",
         revision: str | None = None,
         dtype: str = "auto",
+        decode: str = "auto",
     ):
+        """`threshold` None: the model folder's calibration.json decides, else 0.5.
+        `dtype`: auto (bfloat16 on CUDA, fp16 where bf16 is missing; float32 on CPU),
+        float32, bfloat16 or float16. `decode`: auto (JPEGs decoded on the GPU when the model is
+        on one), cpu or gpu (see detectors.decode)."""
         import torch
         import transformers
 
-        if not 0.0 <= threshold <= 1.0:
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {_DTYPES}, got {dtype!r}")
+        if decode not in _DECODE_MODES:
+            raise ValueError(f"decode must be one of {_DECODE_MODES}, got {decode!r}")
         self.model_id = model
-        self.threshold = float(threshold)
         self.batch_size = batch_size
         self.version = f"{DETECTOR_VERSION}+transformers-{transformers.__version__}+torch-{torch.__version__}"
         self.device = torch.device(
@@ -221,9 +167,21 @@ class HFImageClassifier:
         self.sigmoid = config.num_labels == 1 or config.problem_type == "multi_label_classification"
         self.model_revision = commit or revision or "local"
         self.weights_digest = weights_digest(model_dir)
-        self.model.to(self.device).eval()
-        self.autocast_dtype = self._autocast_dtype(dtype)
-        self._prep = _plain_preprocess(self.processor)
+        self.calibration = load_calibration(model_dir)
+        if threshold is not None:
+            self.threshold, self.threshold_source = float(threshold), "configured"
+        elif self.calibration is not None:
+            self.threshold, self.threshold_source = self.calibration.threshold, "calibration"
+        else:
+            self.threshold, self.threshold_source = DEFAULT_THRESHOLD, "configured"
+        # Half precision means half-precision weights (what `pipeline(dtype=...)` does too):
+        # autocast would re-cast every weight on every batch.
+        self.dtype = self._pick_dtype(dtype)
+        self.model.to(self.device, dtype=self.dtype).eval()
+        self._prep = plain_preprocess(self.processor)
+        # Checkpoints the module cannot reproduce are decoded by Pillow and their processor.
+        self.decoder = make_decoder(self._prep, self.device, decode) if self._prep is not None else None
+        self._threads = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="clf")
 
     # ------------------------------------------------------------------ loading
 
@@ -274,14 +232,14 @@ class HFImageClassifier:
         folder = Path(snapshot)
         return net, processor, folder, folder.name
 
-    def _autocast_dtype(self, dtype: str) -> Any:
+    def _pick_dtype(self, dtype: str) -> Any:
         import torch
 
-        if dtype == "float32":
-            return None
         if dtype == "auto":
             if self.device.type != "cuda":
-                return None  # CPU half precision is slower than fp32 on most CPUs
+                # fp32 on CPUs: bf16 is faster only where the CPU has bf16 units (AVX512-BF16,
+                # AMX), and its scores move by ~1e-2; ask for it with dtype="bfloat16".
+                return torch.float32
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return getattr(torch, dtype)
 
@@ -303,12 +261,7 @@ class HFImageClassifier:
         import torch
 
         with torch.inference_mode():
-            if self.autocast_dtype is not None:
-                with torch.autocast(self.device.type, dtype=self.autocast_dtype):
-                    logits = self.model(pixel_values=pixel_values).logits
-            else:
-                logits = self.model(pixel_values=pixel_values).logits
-            logits = logits.float()
+            logits = self.model(pixel_values=pixel_values.to(self.dtype)).logits.float()
             if self.sigmoid:
                 probs = torch.sigmoid(logits[:, self.fake_index])
             else:
@@ -316,7 +269,7 @@ class HFImageClassifier:
         return probs.cpu().numpy().astype(np.float64)
 
     def score_images(self, images: list["Image.Image"]) -> np.ndarray:
-        """P(fake) per image, in order, computed in batches of `batch_size`."""
+        """P(fake) per decoded image (video frames), in order, in batches of `batch_size`."""
         out = np.empty(len(images), dtype=np.float64)
         for start in range(0, len(images), self.batch_size):
             chunk = [img.convert("RGB") for img in images[start : start + self.batch_size]]
@@ -328,43 +281,67 @@ class HFImageClassifier:
         return decode_image(item.data, draft_size=draft)
 
     def detect_batch(self, items: list[MediaInput]) -> list[Detection]:
-        """One Detection per item; undecodable items and videos get outcome "error"."""
-        results: list[Detection | None] = [None] * len(items)
-        workers = min(8, os.cpu_count() or 1)
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for start in range(0, len(items), self.batch_size):
-                chunk = list(enumerate(items[start : start + self.batch_size], start))
-                # Decoding and resizing release the GIL in Pillow, so threads overlap them.
-                prepared = list(pool.map(lambda pair: self._prepare_one(pair[1]), chunk))
-                ok = [(i, arr) for (i, _), arr in zip(chunk, prepared) if not isinstance(arr, str)]
-                for (i, _), arr in zip(chunk, prepared):
-                    if isinstance(arr, str):
-                        results[i] = self._error(arr)
-                if ok:
-                    scores = self._score_prepared([arr for _, arr in ok])
-                    for (i, _), score in zip(ok, scores):
-                        results[i] = self._scored(float(score))
-        return [r for r in results if r is not None]
+        """One Detection per item; undecodable items and videos get outcome "error".
 
-    def _prepare_one(self, item: MediaInput) -> Any:
-        """A preprocessed array (or decoded image on the processor path), or the error reason."""
-        if item.kind != "image":
-            return f"the image classifier takes images, got a {item.kind} (sample frames first)"
-        try:
-            img = self._decode(item)
-        except MediaDecodeError as exc:
-            return str(exc)
-        return self._prep(img) if self._prep is not None else img
+        Items go through the model `batch_size` at a time; while the model scores one batch,
+        a helper thread decodes the next (decoding is Pillow or nvJPEG work that does not hold
+        the GIL for long), so the model is not left waiting on the decoder.
+        """
+        chunks = [items[s : s + self.batch_size] for s in range(0, len(items), self.batch_size)]
+        out: list[Detection] = []
+        if not chunks:
+            return out
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare") as ahead:
+            upcoming = ahead.submit(self.prepare, chunks[0])
+            for k in range(len(chunks)):
+                prepared = upcoming.result()
+                if k + 1 < len(chunks):
+                    upcoming = ahead.submit(self.prepare, chunks[k + 1])
+                out.extend(self.score_prepared(prepared))
+        return out
 
-    def _score_prepared(self, prepared: list[Any]) -> np.ndarray:
+    def prepare(self, items: list[MediaInput]) -> DecodedBatch:
+        """Decode one model batch: pixels on the model's device plus a reason per bad item."""
         import torch
 
-        if self._prep is None:
-            return self._fake_probs(self._pixels(prepared))
-        tensor = torch.from_numpy(np.stack(prepared))
+        errors = {
+            i: f"the image classifier takes images, got a {item.kind} (sample frames first)"
+            for i, item in enumerate(items)
+            if item.kind != "image"
+        }
+        wanted = [i for i in range(len(items)) if i not in errors]
+        if self.decoder is not None:
+            batch = self.decoder.decode([items[i].data for i in wanted])
+            rows = [wanted[k] for k in batch.rows]
+            errors.update({wanted[k]: reason for k, reason in batch.errors.items()})
+            return DecodedBatch(batch.pixels, rows, errors)
+        decoded = list(self._threads.map(self._decode_or_reason, [items[i] for i in wanted]))
+        rows = [i for i, img in zip(wanted, decoded) if not isinstance(img, str)]
+        errors.update({i: img for i, img in zip(wanted, decoded) if isinstance(img, str)})
+        if not rows:
+            return DecodedBatch(None, [], errors)
+        images = [img for img in decoded if not isinstance(img, str)]
+        pixels = self.processor(images=images, return_tensors="pt")["pixel_values"]
         if self.device.type == "cuda":
-            tensor = tensor.pin_memory().to(self.device, non_blocking=True)
-        return self._fake_probs(tensor)
+            pixels = pixels.pin_memory().to(self.device, non_blocking=True)
+        return DecodedBatch(torch.as_tensor(pixels), rows, errors)
+
+    def _decode_or_reason(self, item: MediaInput) -> Any:
+        try:
+            return self._decode(item)
+        except MediaDecodeError as exc:
+            return str(exc)
+
+    def score_prepared(self, batch: DecodedBatch) -> list[Detection]:
+        """The model over a prepared batch: one Detection per input position, in order."""
+        n = len(batch.rows) + len(batch.errors)
+        results: list[Detection | None] = [None] * n
+        for i, reason in batch.errors.items():
+            results[i] = self._error(reason)
+        if batch.rows:
+            for i, score in zip(batch.rows, self._fake_probs(batch.pixels)):
+                results[i] = self._scored(float(score))
+        return [r for r in results if r is not None]
 
     # ------------------------------------------------------------------ results
 
@@ -378,19 +355,31 @@ class HFImageClassifier:
             "weights_digest": self.weights_digest,
         }
 
+    def threshold_details(self) -> dict[str, Any]:
+        """What the threshold is and where it came from: never a bare score."""
+        calibrated = self.threshold_source == "calibration" and self.calibration is not None
+        return {
+            "threshold": self.threshold,
+            "threshold_source": self.threshold_source,
+            "calibrated_fpr": self.calibration.target_fpr if calibrated else None,
+        }
+
     def _scored(self, score: float) -> Detection:
         fake = score >= self.threshold
         sign = ">=" if fake else "<"
+        reason = f"classifier {self.model_id} scored {score:.2f} {sign} {self.threshold:.2f}"
+        if self.threshold_source == "calibration" and self.calibration is not None:
+            reason += f" (threshold calibrated for a {self.calibration.target_fpr:.1%} false-positive rate)"
         return Detection(
             outcome="fake" if fake else "real",
             score=score,
-            reasons=[f"classifier {self.model_id} scored {score:.2f} {sign} {self.threshold:.2f}"],
-            details={"fake_label": self.fake_label},
+            reasons=[reason],
+            details={"fake_label": self.fake_label, **self.threshold_details()},
             **self._base(),
         )
 
     def _error(self, reason: str) -> Detection:
-        return Detection(outcome="error", reasons=[reason], **self._base())
+        return Detection(outcome="error", reasons=[reason], details=self.threshold_details(), **self._base())
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -400,8 +389,9 @@ class HFImageClassifier:
             "model_revision": self.model_revision,
             "weights_digest": self.weights_digest,
             "fake_label": self.fake_label,
-            "threshold": self.threshold,
+            **self.threshold_details(),
             "device": str(self.device),
-            "autocast_dtype": str(self.autocast_dtype).replace("torch.", "") if self.autocast_dtype else "float32",
+            "dtype": str(self.dtype).replace("torch.", ""),
             "preprocessing": "built-in batched" if self._prep is not None else "checkpoint processor",
+            "decode": self.decoder.kind if self.decoder is not None else "cpu",
         }

@@ -4,15 +4,21 @@ Bands, strongest first:
 
 * ``confirmed_ai``  a C2PA manifest whose signature validates declares generative AI and
                     the content was not altered after signing;
-* ``likely_fake``   a known generator watermark decoded, or the classifier scored at or
-                    above its threshold;
+* ``likely_fake``   a known generator watermark decoded, the classifier scored at or
+                    above its threshold, or unsigned metadata names an AI generator (or
+                    declares AI as the IPTC digital source type) and another detector agrees
+                    (a classifier score at or above the review threshold, a watermark, a
+                    validly signed C2PA declaration);
 * ``needs_review``  the classifier scored at or above the review threshold, the C2PA data
                     hash does not match (tampering), a manifest declares AI but its
-                    signature does not validate, or a detector failed on an item that no
-                    other detector could judge;
+                    signature does not validate, unsigned metadata says AI with nothing else
+                    agreeing, or a detector failed on an item that no other detector could
+                    judge;
 * ``no_signal``     none of the above; this is not a finding that the item is real.
 
-Reasons from every signal that counted are kept, strongest first, with their numbers.
+Unsigned metadata never reaches ``confirmed_ai``: anyone can write it, including onto a real
+photo to discredit it. Reasons from every signal that counted are kept, strongest first, with
+their numbers.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ FLAGGED_BANDS: tuple[Band, ...] = ("confirmed_ai", "likely_fake")
 
 C2PA = "c2pa"
 WATERMARK = "invisible-watermark"
+METADATA = "metadata-provenance"
 
 
 @dataclass
@@ -44,13 +51,24 @@ def fuse(detections: list[Detection], review_threshold: float) -> Verdict:
     if not 0.0 <= review_threshold <= 1.0:
         raise ValueError(f"review_threshold must be in [0, 1], got {review_threshold}")
     found: dict[Band, list[str]] = {band: [] for band in BANDS}
+    support: list[str] = []  # other detectors' signals that unsigned metadata can lean on
+    metadata_claims: list[str] = []
 
     for det in detections:
         if det.detector == C2PA:
             _c2pa(det, found)
+            # A declaration whose signature fails is no more than another unsigned claim, which
+            # anyone forging the metadata could have added too; a validly signed one (even on
+            # content altered since) comes from its signer.
+            if det.details.get("generative_ai_declared") and det.details.get("signed_valid"):
+                support.append("the signed C2PA declaration")
         elif det.detector == WATERMARK:
             if det.outcome == "fake":
                 found["likely_fake"].extend(det.reasons)
+                support.append("the decoded watermark")
+        elif det.detector == METADATA:
+            if det.outcome == "fake":
+                metadata_claims = list(det.reasons)
         elif det.score is not None and det.outcome != "error":
             threshold = det.threshold if det.threshold is not None else 0.5
             if det.score >= threshold:
@@ -60,6 +78,18 @@ def fuse(detections: list[Detection], review_threshold: float) -> Verdict:
                     f"{det.reasons[0] if det.reasons else det.detector} "
                     f"(at or above the review threshold {review_threshold:.2f})"
                 )
+            if det.score >= review_threshold:
+                support.append(f"the {det.detector} score {det.score:.2f}")
+
+    if metadata_claims:
+        if support:
+            found["likely_fake"].extend(metadata_claims)
+            found["likely_fake"].append(
+                f"the unsigned metadata agrees with {' and '.join(support)}, so together they make a likely fake"
+            )
+        else:
+            found["needs_review"].extend(metadata_claims)
+            found["needs_review"].append("no other detector backs the metadata up, so a person should review it")
 
     errors = [d for d in detections if d.outcome == "error"]
     judged = any(d.outcome in ("fake", "real") for d in detections)

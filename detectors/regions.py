@@ -82,6 +82,15 @@ class RegionHashes:
     pdq: str
     pdq_quality: int
 
+    def to_json(self) -> dict:
+        return {"box": list(self.box), "phash": self.phash, "pdq": self.pdq, "pdq_quality": self.pdq_quality}
+
+    @classmethod
+    def from_json(cls, value: dict | None) -> "RegionHashes | None":
+        if not value:
+            return None
+        return cls(tuple(value["box"]), value["phash"], value["pdq"], int(value["pdq_quality"]))  # type: ignore[arg-type]
+
 
 def region_hashes(img: Image.Image) -> RegionHashes | None:
     """Hashes of `img`'s content region, or None when the whole frame is the picture."""

@@ -11,6 +11,8 @@ from typing import Any
 from detectors.base import Detector
 from detectors.c2pa_check import C2PADetector
 from detectors.classifier import HFImageClassifier
+from detectors.ensemble import EnsembleClassifier
+from detectors.metadata import MetadataProvenanceDetector
 from detectors.watermark import InvisibleWatermarkDetector
 
 DETECTORS: dict[str, type] = {}
@@ -42,5 +44,5 @@ def create(name: str, **kwargs: Any) -> Detector:
     return get(name)(**kwargs)
 
 
-for _cls in (HFImageClassifier, C2PADetector, InvisibleWatermarkDetector):
+for _cls in (HFImageClassifier, C2PADetector, InvisibleWatermarkDetector, MetadataProvenanceDetector, EnsembleClassifier):
     register(_cls)

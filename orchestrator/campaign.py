@@ -27,9 +27,12 @@ from evidence.custody import append_event
 from evidence.review import in_window, looks_ai_labelled
 from orchestrator import wiring
 from orchestrator.crawlbook import Chain, CrawlBook
+from detectors.regions import RegionHashes
 from orchestrator.dedup import PerceptualIndex
+from orchestrator.metrics import DEFAULT_HOST, CampaignMetrics
 from orchestrator.spec import EMBEDDED, CampaignSpec
 from orchestrator.stages import FetchPolicySpec, MediaRecord, PageResult
+from orchestrator.writer_retry import RetryingStore
 from storage.bank import KnownFakesBank
 from storage.blobs import open_blobs
 from storage.db import Store
@@ -40,14 +43,29 @@ BANK_MIN_SCORE = 0.9  # a likely_fake verdict at least this sure enters the know
 BANK_PDQ_QUALITY = SIGNALS["pdq"].quality_cutoff or 0  # weaker PDQ hashes are neither banked nor matched
 _INFLIGHT_PER_ACTOR = 2  # backpressure: crawlers cannot outrun fetchers and detectors
 _CRAWL_RETRIES = 2  # a page whose crawler died past Ray's retries is asked for again this often
+# Bounded queues between stages, so memory stays flat however large the campaign: while the fetch
+# queue holds this many media refs no further crawl page is asked for (the next cursor waits, and
+# is saved, so a killed run loses nothing), and while this many items wait for detectors no more
+# fetches are sent. A page can still add its own refs on top (at most page size x media per post).
+FETCH_QUEUE_MAX = 256
+DETECT_QUEUE_MAX = 512
 
 
 class CampaignRun:
-    def __init__(self, spec: CampaignSpec, spec_text: str, *, address: str | None = None, progress: ProgressFn | None = None):
+    def __init__(self, spec: CampaignSpec, spec_text: str, *, address: str | None = None, progress: ProgressFn | None = None,
+                 metrics_port: int | None = None, metrics_host: str = DEFAULT_HOST, stats_path: str | None = None,
+                 db_retry_s: float | None = None):
         self.spec = spec
         self.spec_text = spec_text
         self.address = address
         self.progress = progress or (lambda counts: None)
+        # Per-stage figures: exported on metrics_port while the run lasts (None: not exported),
+        # put in the report's "stages" and saved as JSON at stats_path.
+        self.metrics = CampaignMetrics(spec.name)
+        self.metrics_port = metrics_port
+        self.metrics_host = metrics_host
+        self.stats_path = stats_path
+        self.db_retry_s = db_retry_s  # None: DEEPWATCH_DB_RETRY_S or 120 s
         self.counts: Counter[str] = Counter()
         self.drops: dict[str, Counter[str]] = defaultdict(Counter)
         self.url_sha: dict[str, str] = {}  # media URL -> sha256, for this run
@@ -58,8 +76,10 @@ class CampaignRun:
         self.counts[key] += n
         self.progress(self.counts)
 
-    def _drop(self, drop: Drop) -> None:
+    def _drop(self, drop: Drop, stage: str | None = None) -> None:
+        """Count a drop in the report and in the metrics of `stage` (default: the drop's own stage)."""
         self.drops[drop.stage][drop.reason] += 1
+        self.metrics.dropped(stage or drop.stage, drop.reason)
         self._count("dropped")
 
     # -- the run -------------------------------------------------------------------------------
@@ -67,27 +87,50 @@ class CampaignRun:
         started = datetime.now(timezone.utc)
         t0 = time.monotonic()
         self.deadline = t0 + self.spec.limits.max_seconds
-        store = Store(self.spec.storage.database)
+        # Every write of the driver goes through the retry wrapper: a database that goes away for
+        # a while (restart, failover) is waited for, and each unit of work is redone once it is back.
+        store = RetryingStore(Store(self.spec.storage.database), max_wait_s=self.db_retry_s,
+                              on_retry=lambda op, exc: self.metrics.retried("db"))
         self.store = store
-        self.bank = KnownFakesBank(store)
+        self.bank = KnownFakesBank(store.store)  # its calls go through store.call
         self.blobs = open_blobs(self.spec.storage.blobs)  # one client for the run (an s3:// store checks its bucket on open)
         campaign_id = store.upsert_campaign(self.spec.name, self.spec_text)
         self.campaign_id = campaign_id
         store.set_campaign_status(campaign_id, "running")
         with ExitStack() as stack:
             try:
+                if self.metrics_port is not None:
+                    self.metrics_port = self.metrics.serve(self.metrics_port, self.metrics_host)
+                    stack.callback(self.metrics.stop)
                 base_url = self._start_embedded_platform(stack)
                 cluster = wiring.init_ray(self.address)
                 stack.callback(wiring.shutdown_ray)
                 detectors = self._crawl_fetch_detect(base_url)
                 self._write_evidence()
+                report = self._report(started, time.monotonic() - t0, cluster, detectors)
+                self._save_stats(report)
+                store.set_campaign_status(campaign_id, "finished", report)
             except BaseException:
-                store.set_campaign_status(campaign_id, "failed")
+                try:
+                    store.store.set_campaign_status(campaign_id, "failed")  # one try: the database may be the failure
+                except Exception:
+                    pass
                 raise
-        report = self._report(started, time.monotonic() - t0, cluster, detectors)
-        store.set_campaign_status(campaign_id, "finished", report)
         store.close()
         return report
+
+    def _save_stats(self, report: dict[str, Any]) -> None:
+        """The run's figures as JSON beside the campaign file or report (stats_path)."""
+        if not self.stats_path:
+            return
+        import json
+        from pathlib import Path
+
+        stats = {"campaign": report["campaign"], "started_at": report["started_at"], "seconds": report["seconds"],
+                 "counts": report["counts"], "drops": report["drops"], **self.metrics.snapshot()}
+        path = Path(self.stats_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(stats, indent=2, ensure_ascii=False, default=str), "utf-8")
 
     def _start_embedded_platform(self, stack: ExitStack) -> str | None:
         if not self.spec.uses_embedded_platform():
@@ -127,15 +170,29 @@ class CampaignRun:
 
     def _detector_kwargs(self) -> dict[str, Any]:
         d = self.spec.detectors
-        kwargs: dict[str, Any] = dict(c2pa=d.c2pa, watermark=d.watermark, video_frames=d.video_frames)
+        kwargs: dict[str, Any] = dict(
+            c2pa=d.c2pa, watermark=d.watermark, metadata=d.metadata, video_frames=d.video_frames,
+            video_faces=d.video_faces, video_frame_with_faces=d.video_frame_with_faces,
+            scene_changes=d.scene_changes, scene_threshold=d.scene_threshold, max_scene_frames=d.max_scene_frames,
+        )
         if d.classifier is not None:
             c = d.classifier
             kwargs.update(
                 classifier_model=c.model,
                 fake_label=c.fake_label,
-                threshold=c.threshold,
+                threshold=c.threshold,  # None: the model's calibrated threshold, else 0.5
                 review_threshold=c.review_threshold,
                 batch_size=c.batch_size,
+                classifier_revision=c.revision,
+            )
+        elif d.classifiers is not None:
+            e = d.ensemble_settings()
+            kwargs.update(
+                classifier_model=None,
+                classifiers=[member.model_dump() for member in d.classifiers],
+                threshold=e.threshold,
+                review_threshold=e.review_threshold,
+                batch_size=e.batch_size,
             )
         else:
             kwargs["classifier_model"] = None
@@ -146,10 +203,10 @@ class CampaignRun:
 
         spec, store, policy = self.spec, self.store, self._policy()
         blobs_root = spec.storage.blobs
-        index = PerceptualIndex(image_max_distance=spec.detectors.phash_max_distance)
+        index = PerceptualIndex(image_max_distance=spec.detectors.phash_max_distance, image_loader=self._stored_image)
         images, videos = store.perceptual_hashes()
-        for sha, ph, pdq, quality in images:
-            index.add_image(sha, ph, pdq, quality)
+        for sha, ph, pdq, quality, region in images:
+            index.add_image(sha, ph, pdq, quality, region=RegionHashes.from_json(region))
         for sha, fh, vp in videos:
             index.add_video(sha, fh, vp)
 
@@ -163,6 +220,7 @@ class CampaignRun:
         fetchers = [wiring.fetch_actor(policy, blobs_root) for _ in range(spec.scaling.fetch_actors)]
         self.fetchers = fetchers
         detector_pool = [wiring.detector_actor(self._detector_kwargs(), blobs_root) for _ in range(spec.scaling.detector_actors)]
+        self.detector_pool = detector_pool  # fault tests kill one mid-run
         try:
             described = ray.get(detector_pool[0].describe.remote())
         except Exception as exc:  # the model did not load: nothing can be judged, say why
@@ -178,6 +236,7 @@ class CampaignRun:
         provenance_queue: deque[tuple[str, str, str]] = deque()
         for media in store.unanalysed_media():
             (provenance_queue if media.duplicate_of else detect_queue).append((media.sha256, media.kind, media.mime))
+            self.metrics.came_in("detect")
         queued_urls: set[str] = set()
         sightings_waiting: dict[str, list[tuple[int, int]]] = defaultdict(list)  # url -> [(post_pk, pos)]
         for task in store.pending_media_tasks(self.campaign_id):
@@ -185,10 +244,31 @@ class CampaignRun:
             if task.url not in queued_urls:
                 queued_urls.add(task.url)
                 fetch_queue.append(MediaRef(task.url, task.kind, task.position, task.resolver))  # type: ignore[arg-type]
+                self.metrics.came_in("fetch")
                 self._count("fetches_resumed")
         load: Counter[tuple[str, int]] = Counter()  # in-flight calls per fetcher / detector index
         bytes_used = 0
         polls: list[tuple[float, str, str]] = []  # (due time, source, term): a scheduled campaign's next passes
+        sent_at: dict[Any, float] = {}  # ObjectRef -> when it was sent: each call's latency
+        parked: deque[tuple[Chain, str]] = deque()  # next pages held back while the fetch queue is full
+        metrics = self.metrics
+
+        def send(ref: Any, kind: str, ctx: Any) -> None:
+            pending[ref] = (kind, ctx)
+            sent_at[ref] = time.monotonic()
+
+        def next_page(chain: Chain, cursor: str) -> None:
+            if len(fetch_queue) >= FETCH_QUEUE_MAX:
+                parked.append((chain, cursor))  # backpressure: asked for once the fetchers catch up
+            else:
+                send(crawlers[chain.source].page.remote(chain.term, cursor), "crawl", (chain, cursor, 0))
+
+        def report_depths() -> None:
+            inflight = Counter(kind for kind, _ in pending.values())
+            metrics.queue_depths(fetch=len(fetch_queue), detect=len(detect_queue), provenance=len(provenance_queue),
+                                 parked_pages=len(parked),
+                                 inflight_crawl=inflight["crawl"], inflight_fetch=inflight["fetch"],
+                                 inflight_detect=inflight["detect"])
 
         def out_of_time() -> bool:
             return time.monotonic() > self.deadline
@@ -196,7 +276,7 @@ class CampaignRun:
         def start_pass(source: str, term: str, backfill: bool) -> None:
             self._count("polls")
             for chain, cursor in book.start(source, term, backfill=backfill):
-                pending[crawlers[source].page.remote(term, cursor)] = ("crawl", (chain, cursor, 0))
+                send(crawlers[source].page.remote(term, cursor), "crawl", (chain, cursor, 0))
 
         def schedule_next_poll(source: str, term: str) -> None:
             if spec.interval is None:
@@ -213,13 +293,17 @@ class CampaignRun:
 
         def schedule() -> None:
             # Hand queued work to the least-loaded actors, at most _INFLIGHT_PER_ACTOR each.
-            while fetch_queue:
+            while fetch_queue and len(detect_queue) + len(provenance_queue) < DETECT_QUEUE_MAX:
                 i = min(range(len(fetchers)), key=lambda k: load[("f", k)])
                 if load[("f", i)] >= _INFLIGHT_PER_ACTOR:
                     break
                 batch = [fetch_queue.popleft() for _ in range(min(8, len(fetch_queue)))]
-                pending[fetchers[i].run.remote(batch)] = ("fetch", (i, batch))
+                send(fetchers[i].run.remote(batch), "fetch", (i, batch))
                 load[("f", i)] += 1
+            while parked and len(fetch_queue) < FETCH_QUEUE_MAX:
+                chain, cursor = parked.popleft()
+                if not out_of_time() and self.counts["posts_seen"] < spec.limits.max_posts:
+                    send(crawlers[chain.source].page.remote(chain.term, cursor), "crawl", (chain, cursor, 0))
             crawl_or_fetch_busy = any(kind in ("crawl", "fetch") for kind, _ in pending.values())
             batch_size = spec.detectors.classifier.batch_size if spec.detectors.classifier else 32
             for queue, provenance_only in ((detect_queue, False), (provenance_queue, True)):
@@ -228,12 +312,17 @@ class CampaignRun:
                     if load[("d", i)] >= _INFLIGHT_PER_ACTOR:
                         break
                     batch = [queue.popleft() for _ in range(min(batch_size, len(queue)))]
-                    pending[detector_pool[i].run.remote(batch, provenance_only)] = ("detect", (i, batch, provenance_only))
+                    send(detector_pool[i].run.remote(batch, provenance_only), "detect", (i, batch, provenance_only))
                     load[("d", i)] += 1
 
         schedule()  # work left by an earlier, interrupted run can start at once
-        while pending or polls:
+        report_depths()
+        while pending or polls or parked:
+            if not pending and parked:
+                schedule()  # only parked pages are left: the fetch queue drains, they go out
             if not pending:
+                if not polls:
+                    break
                 # Idle between polls of a scheduled campaign: what is judged so far becomes evidence.
                 self._write_evidence()
                 wait_s = polls[0][0] - time.monotonic()
@@ -253,17 +342,19 @@ class CampaignRun:
                 result = ray.get(ref)
             except Exception as exc:  # an actor died past its retries, or a stage raised
                 result = exc
+            metrics.observe(kind, time.monotonic() - sent_at.pop(ref))
             if kind == "crawl":
                 chain, cursor, attempt = ctx
                 if isinstance(result, Exception) and attempt < _CRAWL_RETRIES and not out_of_time():
                     # The actor died past Ray's own retries (a restarted actor has a new client):
                     # ask again for the same page; the cursor makes the retry exact.
-                    pending[crawlers[chain.source].page.remote(chain.term, cursor)] = ("crawl", (chain, cursor, attempt + 1))
+                    send(crawlers[chain.source].page.remote(chain.term, cursor), "crawl", (chain, cursor, attempt + 1))
+                    metrics.retried("crawl")
                     self._count("crawl_retries")
                 else:
                     more = self._on_page(result, chain, book, fetch_queue, queued_urls, sightings_waiting)
                     if more is not None and not out_of_time() and self.counts["posts_seen"] < spec.limits.max_posts:
-                        pending[crawlers[chain.source].page.remote(chain.term, more)] = ("crawl", (chain, more, 0))
+                        next_page(chain, more)
                     elif chain.mode != "backfill":
                         schedule_next_poll(chain.source, chain.term)
             elif kind == "fetch":
@@ -272,13 +363,15 @@ class CampaignRun:
                     result = [Drop("fetch", "fetch worker failed", r.url, _root_cause(result)) for r in ctx[1]]
                 for item in result:
                     if isinstance(item, Drop):
-                        self._drop(item)
+                        self._drop(item, stage="fetch")
                         if item.reason != "fetch worker failed":  # a dead worker's batch stays owed
                             self.store.finish_media_tasks(self.campaign_id, item.subject, "dropped", item.reason)
                         sightings_waiting.pop(item.subject, None)
                         continue
                     bytes_used += item.size
-                    self._on_media(item, index, detect_queue, provenance_queue, sightings_waiting)
+                    metrics.went_out("fetch")
+                    with metrics.timed("dedup"):
+                        self._on_media(item, index, detect_queue, provenance_queue, sightings_waiting)
             elif kind == "detect":
                 load[("d", ctx[0])] -= 1
                 if isinstance(result, Exception):
@@ -288,12 +381,15 @@ class CampaignRun:
                 for analysis in result:
                     v = analysis.verdict
                     store.save_analysis(analysis.sha256, analysis.detections, v.band, v.score, v.reasons)
+                    metrics.went_out("detect")
                     self._count("provenance_checked" if ctx[2] else "analysed")
                     self._bank_if_confident(analysis.sha256, v.band, v.score)
                     if any(d.outcome == "error" for d in analysis.detections):
                         for d in analysis.detections:
                             if d.outcome == "error":
-                                self.drops["detect"][f"{d.detector}: {'; '.join(d.reasons) or 'error'}"] += 1
+                                reason = f"{d.detector}: {'; '.join(d.reasons) or 'error'}"
+                                self.drops["detect"][reason] += 1
+                                metrics.errored("detect", reason)  # the item is judged all the same
             # Limits: the post limit is enforced in _on_page; bytes and time stop new fetches.
             # What is left stays pending in the database, so a resumed run fetches it.
             if bytes_used >= spec.limits.max_bytes or out_of_time():
@@ -301,7 +397,9 @@ class CampaignRun:
                 while fetch_queue:
                     self._drop(Drop("fetch", reason, fetch_queue.popleft().url))
                 polls.clear()
+                parked.clear()  # their cursors are saved: a later run reads on from there
             schedule()
+            report_depths()
 
         for actor in crawlers.values():
             try:
@@ -319,12 +417,13 @@ class CampaignRun:
             return None
         assert isinstance(result, PageResult)
         for d in result.drops:
-            self._drop(d)
+            self._drop(d, stage="crawl")
         if result.error is not None:
             self._drop(Drop("crawl", "source unreachable", source, result.error))
             return None
         page = result.page
         self._count("pages")
+        self.metrics.came_in("crawl", len(page.posts))
         for post in page.posts:
             if self.counts["posts_seen"] >= self.spec.limits.max_posts:
                 self._drop(Drop("crawl", "campaign post limit reached", post.url))
@@ -335,6 +434,7 @@ class CampaignRun:
                 continue
             post = _with_source(post, source)
             post_pk, created = self.store.upsert_post(self.campaign_id, post)
+            self.metrics.went_out("crawl")
             if created:
                 self._count("posts_new")
             refs = [(r.url, r.kind, r.position, r.resolver) for r in post.media]
@@ -352,6 +452,7 @@ class CampaignRun:
                 if ref.url not in queued_urls:
                     queued_urls.add(ref.url)
                     fetch_queue.append(ref)
+                    self.metrics.came_in("fetch")
         more = book.after_page(chain, page)
         return page.next_cursor if more else None
 
@@ -361,6 +462,7 @@ class CampaignRun:
 
     def _on_media(self, item: MediaRecord, index: PerceptualIndex, detect_queue: deque, provenance_queue: deque,
                   sightings_waiting: dict) -> None:
+        self.metrics.came_in("dedup")
         self._count("media_fetched")
         self.url_sha[item.url] = item.sha256
         created = self.store.upsert_media(
@@ -376,26 +478,33 @@ class CampaignRun:
             pdq_quality=item.pdq_quality,
             frame_hashes=list(item.frame_hashes),
             vpdq=[list(f) for f in item.vpdq],
+            region=item.region.to_json() if item.region is not None else None,
         )
         for post_pk, position in sightings_waiting.pop(item.url, []):
             self._sight(item.sha256, post_pk, item.url, position)
         self.store.finish_media_tasks(self.campaign_id, item.url, "done")
         if not created:
             self._count("duplicates_exact")
+            self.metrics.dropped("dedup", "exact duplicate")
             return
         if item.kind == "image":
-            match = index.match_image(item.phash, item.pdq, item.pdq_quality)
+            # The query's pixels are read back only if a band over the picture must be verified.
+            match = index.match_image(item.phash, item.pdq, item.pdq_quality, region=item.region,
+                                      image=lambda: self._stored_image(item.sha256))
         else:
             match = index.match_video(list(item.frame_hashes), list(item.vpdq))
         if match is not None:
             self.store.mark_duplicate(item.sha256, match.sha256, match.distance)
             self._count("duplicates_near")
         elif item.kind == "image":
-            index.add_image(item.sha256, item.phash, item.pdq, item.pdq_quality)
+            index.add_image(item.sha256, item.phash, item.pdq, item.pdq_quality, region=item.region)
         else:
             index.add_video(item.sha256, list(item.frame_hashes), list(item.vpdq))
         if self._judge_by_bank(item):
+            self.metrics.dropped("dedup", "known fake (bank)")
             return  # a known fake: no detector is spent on it
+        self.metrics.went_out("dedup")
+        self.metrics.came_in("detect")
         if match is not None:
             provenance_queue.append((item.sha256, item.kind, item.mime))
         else:
@@ -404,9 +513,9 @@ class CampaignRun:
 
     def _judge_by_bank(self, item: MediaRecord) -> bool:
         """Look a new item up in the known-fakes bank (exact bytes, then PDQ)."""
-        matches = self.bank.match("sha256", item.sha256)
+        matches = self.store.call(self.bank.match, "sha256", item.sha256)
         if not matches and item.pdq and (item.pdq_quality or 0) >= BANK_PDQ_QUALITY:
-            matches = self.bank.match("pdq", item.pdq)
+            matches = self.store.call(self.bank.match, "pdq", item.pdq)
         if not matches:
             return False
         best = matches[0]
@@ -432,50 +541,78 @@ class CampaignRun:
         if media is None or media.bank_case:
             return
         case_id = f"{self.spec.name}:{sha256[:12]}"
-        added = self.bank.add("sha256", sha256, case_id=case_id, source="verdict", media_sha256=sha256)
+        added = self.store.call(self.bank.add, "sha256", sha256, case_id=case_id, source="verdict", media_sha256=sha256)
         if media.pdq and (media.pdq_quality or 0) >= BANK_PDQ_QUALITY:
-            added |= self.bank.add("pdq", media.pdq, case_id=case_id, source="verdict", media_sha256=sha256)
+            added |= self.store.call(self.bank.add, "pdq", media.pdq, case_id=case_id, source="verdict", media_sha256=sha256)
         if added:
             self._count("banked")
 
     # -- evidence ------------------------------------------------------------------------------
     def _write_evidence(self) -> None:
+        """One evidence record per flagged media item per post, with its first legal assessment,
+        custody events, capture and seal. A record an interrupted run left unsealed (the driver
+        died between writing it and sealing it) is finished here, each missing step once."""
         from storage.queries import flagged_sightings
 
-        rows = flagged_sightings(self.store, self.campaign_id, FLAGGED)
+        store = self.store
+        rows = store.call(flagged_sightings, store.store, self.campaign_id, FLAGGED)
+        unfinished = store.call(_unsealed_evidence, store.store, self.campaign_id)
         new_ids: dict[str, list[int]] = defaultdict(list)  # post URL -> evidence ids lacking capture
         post_media: dict[str, list[str]] = defaultdict(list)  # post URL -> its flagged media URLs
+        to_seal: list[int] = []
+        spent: dict[int, float] = {}  # evidence id -> seconds spent writing it (its latency, with the seal)
         ban_start, ban_end = self.spec.ban_window()
         for row in rows:
-            ev_id, created = self.store.upsert_evidence(**row)
-            if not created:
-                continue
-            self._count("evidence_written")
-            new_ids[row["post_url"]].append(ev_id)
-            post_media[row["post_url"]].append(row["media_url"])
-            post = self.store.get_post(row["post_pk"])
-            # First legal assessment from what the post itself shows; investigators can change it.
-            self.store.update_evidence(
-                ev_id, in_ban_window=in_window(post.created_at, ban_start, ban_end),
-                ai_label_present=looks_ai_labelled(post.text), capture_operator=self.spec.operator(),
-                working_sha256=self._working_copy(row["media_sha256"]),
-            )
-            # The judgement that made this a finding: the fused verdict and the detections behind
-            # it (of the item itself, or of the cluster member it was matched to).
-            judged_by = row["matched_sha256"] or row["media_sha256"]
-            append_event(self.store, ev_id, "analysed", self.spec.operator(), {
-                "verdict": row["verdict"], "score": row["score"], "reasons": row["reasons"],
-                "media_sha256": row["media_sha256"], "judged_by_sha256": judged_by,
-                "post_url": row["post_url"], "media_url": row["media_url"],
-                "detections": [{"detector": d.detector, "version": d.version, "model": d.model_key or None,
-                                "outcome": d.outcome, "score": d.score, "threshold": d.threshold}
-                               for d in self.store.detections_for(judged_by)],
-            })
+            t0 = time.perf_counter()
+            ev_id, created = store.upsert_evidence(**row)
+            if not created and ev_id not in unfinished:
+                continue  # written and sealed by an earlier pass or run
+            has_analysed, captured = unfinished.get(ev_id, (False, False))
+            self.metrics.came_in("evidence")
+            self._count("evidence_written" if created else "evidence_resumed")
+            to_seal.append(ev_id)
+            if not captured:
+                new_ids[row["post_url"]].append(ev_id)
+                post_media[row["post_url"]].append(row["media_url"])
+            if not has_analysed:
+                self._first_assessment(ev_id, row, ban_start, ban_end)
+            spent[ev_id] = time.perf_counter() - t0
         if new_ids and self.spec.scaling.capture_evidence:
             self._capture(new_ids, post_media)
-        for ids in new_ids.values():
-            for ev_id in ids:
-                self._seal(ev_id)
+        for ev_id in to_seal:
+            t0 = time.perf_counter()
+            self._seal(ev_id)
+            self.metrics.observe("evidence", spent[ev_id] + time.perf_counter() - t0)
+
+    def _first_assessment(self, ev_id: int, row: dict[str, Any], ban_start: Any, ban_end: Any) -> None:
+        post = self.store.get_post(row["post_pk"])
+        # First legal assessment from what the post itself shows; investigators can change it.
+        self.store.update_evidence(
+            ev_id, in_ban_window=in_window(post.created_at, ban_start, ban_end),
+            ai_label_present=looks_ai_labelled(post.text), capture_operator=self.spec.operator(),
+            working_sha256=self._working_copy(row["media_sha256"]),
+        )
+        # The judgement that made this a finding: the fused verdict and the detections behind
+        # it (of the item itself, or of the cluster member it was matched to).
+        judged_by = row["matched_sha256"] or row["media_sha256"]
+        self.store.call(append_event, self.store.store, ev_id, "analysed", self.spec.operator(), {
+            "verdict": row["verdict"], "score": row["score"], "reasons": row["reasons"],
+            "media_sha256": row["media_sha256"], "judged_by_sha256": judged_by,
+            "post_url": row["post_url"], "media_url": row["media_url"],
+            "detections": [{"detector": d.detector, "version": d.version, "model": d.model_key or None,
+                            "outcome": d.outcome, "score": d.score, "threshold": d.threshold}
+                           for d in self.store.detections_for(judged_by)],
+        })
+
+    def _stored_image(self, sha256: str) -> Any:
+        """A stored image's pixels (as dedup hashes them), for verifying a region match; None if unreadable."""
+        from detectors.hashing import MediaDecodeError
+        from detectors.pdq import decode_for_pdq
+
+        try:
+            return decode_for_pdq(self.blobs.get(sha256))
+        except (MediaDecodeError, OSError, KeyError):
+            return None
 
     def _working_copy(self, media_sha256: str) -> str | None:
         """A preview kept apart from the untouched original (both by sha256)."""
@@ -493,7 +630,9 @@ class CampaignRun:
         ev = self.spec.evidence
         try:
             cert = open(ev.tsa_cert, "rb").read() if ev.tsa_cert else None
-            seal_evidence(self.store, evidence_id, self._signer(), tsa_url=ev.tsa_url, tsa_cert=cert, actor=self.spec.operator())
+            self.store.call(seal_evidence, self.store.store, evidence_id, self._signer(), tsa_url=ev.tsa_url, tsa_cert=cert,
+                            actor=self.spec.operator())
+            self.metrics.went_out("evidence")
             self._count("sealed")
         except (SealError, TimestampError, OSError) as exc:
             # The record stays (unsealed, which verify reports); `deepwatch evidence seal` retries.
@@ -518,22 +657,28 @@ class CampaignRun:
         try:
             for start in range(0, len(urls), 16):
                 chunk = urls[start:start + 16]
+                self.metrics.came_in("capture", len(chunk))
                 try:
-                    results = ray.get(actor.run.remote([(u, post_media[u]) for u in chunk]))
+                    with self.metrics.timed("capture"):
+                        results = ray.get(actor.run.remote([(u, post_media[u]) for u in chunk]))
                 except Exception as exc:
                     for url in chunk:
-                        self._drop(Drop("capture", "capture worker failed", url, _root_cause(exc)))
+                        self._drop(Drop("capture", "capture worker failed", url, _root_cause(exc)), stage="capture")
                     continue
                 for url, result in zip(chunk, results):
                     if isinstance(result, Drop):
-                        self._drop(result)
+                        self._drop(result, stage="capture")
                         continue
                     shot, archive = result
                     if isinstance(archive, Drop):
-                        self._drop(archive)
+                        # The page is captured all the same (screenshot and DOM); only its archive failed.
+                        self.drops[archive.stage][archive.reason] += 1
+                        self._count("dropped")
+                        self.metrics.errored("capture", archive.reason)
                         archive = None
                     for ev_id in new_ids[url]:
                         self._record_capture(ev_id, shot, archive)
+                    self.metrics.went_out("capture")
                     self._count("captures")
         finally:
             try:
@@ -554,7 +699,7 @@ class CampaignRun:
             )
             details.update(wacz_sha256=archive.wacz_sha256, page_ip=archive.page_ip, capture_tool=archive.capture_tool,
                            media=[list(m) for m in archive.media])
-        append_event(self.store, ev_id, "captured", self.spec.operator(), details)
+        self.store.call(append_event, self.store.store, ev_id, "captured", self.spec.operator(), details)
 
     # -- report --------------------------------------------------------------------------------
     def _report(self, started: datetime, seconds: float, cluster: dict, detectors: list[dict]) -> dict[str, Any]:
@@ -589,20 +734,22 @@ class CampaignRun:
                 "bank_matches": c["bank_matches"],
                 "banked": c["banked"],
                 "evidence_written": c["evidence_written"],
+                "evidence_resumed": c["evidence_resumed"],
                 "captures": c["captures"],
                 "sealed": c["sealed"],
                 "dropped": c["dropped"],
             },
             "drops": {stage: dict(reasons) for stage, reasons in sorted(self.drops.items())},
+            **self.metrics.snapshot(),  # "stages" (in, out, dropped by reason, retries, latency) and "queues"
         }
-        verdicts = campaign_media_verdicts(self.store, self.campaign_id)
+        verdicts = self.store.call(campaign_media_verdicts, self.store.store, self.campaign_id)
         bands = Counter(v for v in verdicts.values())
         report["counts"]["flagged"] = sum(bands[b] for b in FLAGGED)
         report["counts"]["needs_review"] = bands["needs_review"]
         report["verdicts"] = dict(bands)
         if self.platform is not None:
             # Judged over everything the campaign has seen so far, not only this run's fetches.
-            report["ground_truth"] = ground_truth_scores(self.platform.world, campaign_media_urls(self.store, self.campaign_id), verdicts)
+            report["ground_truth"] = ground_truth_scores(self.platform.world, self.store.call(campaign_media_urls, self.store.store, self.campaign_id), verdicts)
         return report
 
 
@@ -637,6 +784,25 @@ def ground_truth_scores(world: Any, url_sha: dict[str, str], verdicts: dict[str,
         "real_flagged_rate": round(fp / (fp + tn), 4) if fp + tn else None,
         "recall_by_kind": {k: round(v["flagged"] / v["planted"], 4) for k, v in sorted(by_kind.items())},
     }
+
+
+def _unsealed_evidence(store: Store, campaign_id: int) -> dict[int, tuple[bool, bool]]:
+    """Evidence records of the campaign that have no seal yet (an interrupted run's), each with
+    (has its "analysed" custody event, has its "captured" event): what is left to do for it.
+    The events are each step's last write, so an event present means that step is complete."""
+    from sqlmodel import select
+
+    from storage import models as m
+
+    with store.session() as s:
+        sealed = select(m.Seal.evidence_id)
+        ids = list(s.exec(select(m.Evidence.id).where(
+            m.Evidence.campaign_id == campaign_id, m.Evidence.id.not_in(sealed))).all())  # type: ignore[union-attr]
+        if not ids:
+            return {}
+        done = set(s.exec(select(m.CustodyEvent.evidence_id, m.CustodyEvent.action).where(
+            m.CustodyEvent.evidence_id.in_(ids), m.CustodyEvent.action.in_(("analysed", "captured")))).all())  # type: ignore[union-attr]
+    return {ev_id: ((ev_id, "analysed") in done, (ev_id, "captured") in done) for ev_id in ids}
 
 
 def _utc_in(seconds: float) -> datetime:

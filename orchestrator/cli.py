@@ -102,6 +102,16 @@ def _agent_problems(spec: Any) -> list[str]:
     return problems
 
 
+MetricsPortOpt = typer.Option(None, "--metrics-port", min=0, max=65535,
+                              help="Export Prometheus metrics on this port while the run lasts (0: any free port)")
+MetricsHostOpt = typer.Option("127.0.0.1", "--metrics-host", help="Address the metrics exporter binds to")
+
+
+def _stats_path(report: Optional[Path]) -> Optional[Path]:
+    """REPORT.stats.json beside the report (run.json -> run.stats.json)."""
+    return report.with_name(report.stem + ".stats.json") if report else None
+
+
 @campaign_app.command("run")
 def campaign_run(
     spec_path: Path = typer.Argument(..., help="Campaign YAML file"),
@@ -112,15 +122,20 @@ def campaign_run(
                                      "(keeps a password out of the campaign file)"),
     blobs: Optional[str] = typer.Option(None, "--blobs", help="Blob store instead of the file's storage.blobs "
                                         "(a path or s3://bucket/prefix)"),
+    metrics_port: Optional[int] = MetricsPortOpt,
+    metrics_host: str = MetricsHostOpt,
 ) -> None:
     """Crawl, fetch, deduplicate, detect and write evidence for one campaign.
 
-    Running a campaign again reads only what is new since its last run."""
+    Running a campaign again reads only what is new since its last run. Per-stage figures are
+    saved as REPORT.stats.json (with --report) or beside the campaign file as NAME.stats.json."""
     try:
         spec, text = load_spec(spec_path)
     except SpecError as exc:
         _fail(str(exc))
-    _run_campaign(_with_storage(spec, db, blobs), text, address, report, progress)
+    stats = _stats_path(report) or spec_path.with_name(spec_path.stem + ".stats.json")
+    _run_campaign(_with_storage(spec, db, blobs), text, address, report, progress,
+                  metrics_port=metrics_port, metrics_host=metrics_host, stats_path=stats)
 
 
 def _with_storage(spec: Any, db: Optional[str], blobs: Optional[str]) -> Any:
@@ -134,8 +149,11 @@ def campaign_resume(
     name: str = typer.Argument(..., help="Name of a campaign stored in the database"),
     db: Optional[str] = DbOpt,
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (default: a local Ray)"),
-    report: Optional[Path] = typer.Option(None, "--report", help="Write the JSON run report here"),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write the JSON run report here (and its "
+                                          "per-stage figures as REPORT.stats.json)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Live progress display"),
+    metrics_port: Optional[int] = MetricsPortOpt,
+    metrics_host: str = MetricsHostOpt,
 ) -> None:
     """Go on with a campaign that was interrupted (killed, crashed, out of time), from the spec
     saved with it: unfinished sources continue at their stored cursors, stored posts whose media
@@ -155,17 +173,21 @@ def campaign_resume(
     # database by a relative path).
     spec = spec.model_copy(update={"storage": spec.storage.model_copy(update={"database": _db(db)})})
     console.print(f"resuming campaign '{name}' (last status: {row.status})")
-    _run_campaign(spec, text, address, report, progress)
+    _run_campaign(spec, text, address, report, progress, metrics_port=metrics_port, metrics_host=metrics_host,
+                  stats_path=_stats_path(report))
 
 
-def _run_campaign(spec: Any, text: str, address: Optional[str], report: Optional[Path], progress: bool) -> None:
+def _run_campaign(spec: Any, text: str, address: Optional[str], report: Optional[Path], progress: bool,
+                  metrics_port: Optional[int] = None, metrics_host: str = "127.0.0.1",
+                  stats_path: Optional[Path] = None) -> None:
     from orchestrator.campaign import CampaignRun
     from orchestrator.progress import LiveProgress, print_summary
 
     live = LiveProgress(console, enabled=progress and console.is_terminal)
     try:
         with live:
-            result = CampaignRun(spec, text, address=address, progress=live.update).run()
+            result = CampaignRun(spec, text, address=address, progress=live.update, metrics_port=metrics_port,
+                                 metrics_host=metrics_host, stats_path=str(stats_path) if stats_path else None).run()
     except Exception as exc:  # noqa: BLE001 - the run failed; what is saved stays saved
         from storage.db import StorageError
 
@@ -327,7 +349,8 @@ def evidence_similar(
 def scan(
     inputs: list[str] = typer.Argument(..., help="Files or http(s) URLs"),
     model: Optional[str] = typer.Option(None, help="Classifier (hub id or local path); default: the demo model if built"),
-    threshold: float = typer.Option(0.5),
+    threshold: Optional[float] = typer.Option(
+        None, min=0.0, max=1.0, help="Fake at or above this score (default: the model's calibrated threshold, else 0.5)"),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per input, one per line"),
     allow_network: list[str] = typer.Option([], "--allow-network", help="CIDR that URLs may resolve to (e.g. 127.0.0.0/8)"),
 ) -> None:
@@ -349,35 +372,6 @@ DEMO_MODEL = "var/models/demo-detector"
 
 def _default_model() -> Optional[str]:
     return DEMO_MODEL if (Path(DEMO_MODEL) / "config.json").exists() else None
-
-
-# -- detectors -----------------------------------------------------------------------------------
-@detectors_app.command("train")
-def detectors_train(
-    data: Path = typer.Option(..., help="ImageFolder with real/ and fake/ subfolders"),
-    out: Path = typer.Option(..., help="Where to save the model"),
-    base_model: Optional[str] = typer.Option(None, help="Checkpoint to fine-tune (hub id or path); default: a small model from a config"),
-    epochs: Optional[int] = typer.Option(None),
-) -> None:
-    """Train a real/fake image classifier on an ImageFolder."""
-    from detectors.train import train_classifier
-
-    if not (data / "real").is_dir() or not (data / "fake").is_dir():
-        _fail(f"{data}: expected subfolders real/ and fake/")
-    kwargs: dict[str, Any] = {"base_model": base_model}
-    if epochs is not None:
-        kwargs["epochs"] = epochs
-    metrics = train_classifier(data, out, **kwargs)
-    console.print_json(json.dumps(metrics, default=str))
-
-
-@detectors_app.command("train-demo")
-def detectors_train_demo(out: Path = typer.Option(Path(DEMO_MODEL), help="Where to save the demo model")) -> None:
-    """Generate the demo training set and train the demo model (skipped if it exists)."""
-    from detectors.train import ensure_demo_model
-
-    path = ensure_demo_model(out)
-    console.print(f"demo model ready at {path}")
 
 
 # -- known-fakes bank ----------------------------------------------------------------------------
@@ -442,7 +436,8 @@ def demo_serve(
 
 # Review, seals, verification, liveness and takedown commands, and the database commands, live in
 # their own modules.
-from orchestrator import cli_console, cli_db, cli_evidence, cli_users  # noqa: E402,F401  (register their commands on `app`)
+from orchestrator import cli_console, cli_db, cli_evidence, cli_rescan, cli_users  # noqa: E402,F401  (register their commands on `app`)
+from orchestrator import cli_detectors  # noqa: E402,F401  (registers `detectors` commands on `detectors_app`)
 
 
 def main() -> None:

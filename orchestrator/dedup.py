@@ -91,7 +91,7 @@ class PerceptualIndex:
         """The indexed image this one copies, by rules 1-3 (module docstring), or None.
 
         `region`: the query's content region (detectors.regions.region_hashes); `image`: its
-        pixels (a PIL image), used only by rule 3."""
+        pixels (a PIL image, or a callable returning one, called only if rule 3 runs)."""
         views = _views(phash_hex, pdq_hex, pdq_quality, region)
         usable_pdq = [pdq for _, pdq, q in views if pdq and (q or 0) >= PDQ_QUALITY_MIN]
         if usable_pdq and len(self._pdq_index):
@@ -117,6 +117,12 @@ class PerceptualIndex:
         from detectors.regions import region_distance
 
         candidates = sorted(self._phash_index.search(phash_hex, REGION_CANDIDATE_PHASH), key=lambda hit: hit[1])
+        if not candidates:
+            return None
+        if callable(image):
+            image = image()
+            if image is None:
+                return None
         seen: set[int] = set()
         for ident, _ in candidates:
             if ident in seen or len(seen) >= REGION_CANDIDATES:

@@ -63,6 +63,8 @@ def print_summary(console: Console, report: dict[str, Any], tz: str = "UTC") -> 
                 "evidence_written", "captures", "dropped"):
         table.add_row(key.replace("_", " "), str(c.get(key, 0)))
     console.print(table)
+    if report.get("stages"):
+        print_stages(console, report["stages"], report.get("queues") or {})
     if report.get("drops"):
         drops = Table(title="dropped, by reason")
         drops.add_column("stage")
@@ -82,6 +84,27 @@ def print_summary(console: Console, report: dict[str, Any], tz: str = "UTC") -> 
             f"precision [bold]{gt['precision']}[/], real media flagged [bold]{gt['real_flagged_rate']}[/] "
             f"of {gt['planted_real']}; recall by kind {gt['recall_by_kind']}"
         )
+
+
+def print_stages(console: Console, stages: dict[str, Any], queues: dict[str, Any]) -> None:
+    """Per-stage flow: in, out, dropped, retries and call latency (the figures /metrics exports)."""
+    table = Table(title="stages")
+    for col in ("stage", "in", "out", "dropped", "retries", "calls", "mean s", "p95 s", "max s"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    for stage, s in stages.items():
+        lat = s.get("latency_s") or {}
+        if not (s["in"] or s["out"] or s["dropped"] or s["retries"] or lat):
+            continue
+        table.add_row(stage, str(s["in"]), str(s["out"]), str(s["dropped"]), str(s["retries"]), str(lat.get("calls", "")),
+                      _secs(lat.get("mean")), _secs(lat.get("p95")), _secs(lat.get("max")))
+    console.print(table)
+    peaks = ", ".join(f"{q} {v['peak']}" for q, v in queues.items() if v.get("peak"))
+    if peaks:
+        console.print(f"queue peaks: {peaks}")
+
+
+def _secs(value: Any) -> str:
+    return "" if value is None else f"{value:.3f}"
 
 
 def _local(value: Any, tz: str) -> str:

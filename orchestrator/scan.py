@@ -10,13 +10,14 @@ from agents.base import Drop, MediaRef
 
 
 def scan_inputs(
-    inputs: list[str], *, model: str | None, threshold: float = 0.5, allow_networks: tuple[str, ...] = ()
+    inputs: list[str], *, model: str | None, threshold: float | None = None, allow_networks: tuple[str, ...] = ()
 ) -> Iterator[dict[str, Any]]:
     from detectors.base import MediaInput
     from detectors.hashing import MediaDecodeError, probe_media
     from detectors.pipeline import DetectionPipeline
 
-    pipeline = DetectionPipeline(classifier_model=model, threshold=threshold, review_threshold=min(0.3, threshold))
+    # threshold None: the model's calibrated one (else 0.5); the review threshold follows it down.
+    pipeline = DetectionPipeline(classifier_model=model, threshold=threshold, review_threshold=0.3)
     fetcher = None
     try:
         for item in inputs:

@@ -91,13 +91,40 @@ class Limits(_Strict):
 class Classifier(_Strict):
     model: str  # a Hugging Face hub id or a local path
     fake_label: str = "fake"
-    threshold: float = Field(default=0.5, ge=0, le=1)
+    # None: the threshold `deepwatch detectors eval` calibrated (calibration.json beside the
+    # weights, recorded with each result with its false-positive rate), else 0.5.
+    threshold: float | None = Field(default=None, ge=0, le=1)
     review_threshold: float = Field(default=0.3, ge=0, le=1)
     batch_size: int = Field(default=32, gt=0)
     revision: str | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> "Classifier":
+        if self.threshold is not None and self.review_threshold > self.threshold:
+            raise ValueError("review_threshold must not be above threshold")
+        return self
+
+
+class EnsembleMember(_Strict):
+    """One model of an ensemble (`detectors.classifiers`)."""
+
+    model: str  # a Hugging Face hub id or a local path
+    fake_label: str = "fake"
+    revision: str | None = None
+    weight: float = Field(default=1.0, gt=0)
+    # None: the model's calibrated threshold (calibration.json in its folder), else 0.5.
+    threshold: float | None = Field(default=None, ge=0, le=1)
+
+
+class Ensemble(_Strict):
+    """How an ensemble's weighted mean of P(fake) is judged."""
+
+    threshold: float = Field(default=0.5, ge=0, le=1)
+    review_threshold: float = Field(default=0.3, ge=0, le=1)
+    batch_size: int = Field(default=32, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Ensemble":
         if self.review_threshold > self.threshold:
             raise ValueError("review_threshold must not be above threshold")
         return self
@@ -105,11 +132,45 @@ class Classifier(_Strict):
 
 class Detectors(_Strict):
     classifier: Classifier | None = None
+    # An ensemble instead of one classifier: scores combined by weighted mean (`ensemble`).
+    classifiers: list[EnsembleMember] | None = None
+    ensemble: Ensemble | None = None
     c2pa: bool = True
     watermark: bool = True
+    # Unsigned provenance metadata (IPTC/XMP digital source type, EXIF, PNG text of generators).
+    metadata: bool = True
     video_frames: int = Field(default=8, gt=0, le=256)
+    # Faces in video frames (OpenCV's bundled Haar cascade), cropped and scored; with
+    # video_frame_with_faces the whole frame is scored too and the higher score kept (right for
+    # whole-image classifiers; set it false for a model trained on face crops only).
+    video_faces: bool = True
+    video_frame_with_faces: bool = True
+    # Besides the evenly spread frames, up to max_scene_frames shot starts (luma-difference spikes).
+    scene_changes: bool = True
+    scene_threshold: float = Field(default=0.10, gt=0, le=1)
+    max_scene_frames: int = Field(default=8, ge=0, le=64)
     # Near-duplicate thresholds (pHash Hamming distance, 64-bit hashes).
     phash_max_distance: int = Field(default=10, ge=0, le=32)
+
+    @model_validator(mode="after")
+    def _one_kind_of_classifier(self) -> "Detectors":
+        if self.classifier is not None and self.classifiers is not None:
+            raise ValueError("set either 'classifier' (one model) or 'classifiers' (an ensemble), not both")
+        if self.classifiers is not None:
+            if len(self.classifiers) < 2:
+                raise ValueError("'classifiers' (an ensemble) needs at least two models; "
+                                 "for one model use 'classifier'")
+            seen = [(m.model, m.revision) for m in self.classifiers]
+            repeated = sorted({m for m, r in seen if seen.count((m, r)) > 1})
+            if repeated:
+                raise ValueError(f"'classifiers' lists the same model twice: {', '.join(repeated)}")
+        elif self.ensemble is not None:
+            raise ValueError("'ensemble' settings need 'classifiers' (the ensemble's models)")
+        return self
+
+    def ensemble_settings(self) -> Ensemble:
+        """The ensemble's threshold and batch size (defaults when `ensemble` is not given)."""
+        return self.ensemble or Ensemble()
 
 
 class Storage(_Strict):

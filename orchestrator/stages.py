@@ -56,6 +56,7 @@ class MediaRecord:
     pdq: str | None = None
     pdq_quality: int | None = None
     vpdq: tuple[tuple[float, int, str], ...] = ()  # videos: (t_s, quality, PDQ hex) per sampled frame
+    region: Any = None  # images: detectors.regions.RegionHashes of the picture inside, or None
 
 
 @dataclass
@@ -127,7 +128,7 @@ class FetchStage:
             except MediaDecodeError as exc:
                 out.append(Drop("probe", exc.reason, ref.url, f"{exc}; declared {declared_mime}"))
                 continue
-            pdq, pdq_quality = _pdq_or_none(data) if info.kind == "image" else (None, None)
+            pdq, pdq_quality, region = _image_hashes(data) if info.kind == "image" else (None, None, None)
             vpdq = _vpdq_or_empty(data) if info.kind == "video" else ()
             sha = self.blobs.put(data)
             out.append(
@@ -145,6 +146,7 @@ class FetchStage:
                     pdq=pdq,
                     pdq_quality=pdq_quality,
                     vpdq=vpdq,
+                    region=region,
                 )
             )
         return out
@@ -160,15 +162,19 @@ class FetchStage:
         self.fetcher.close()
 
 
-def _pdq_or_none(data: bytes) -> tuple[str | None, int | None]:
-    """PDQ for the bank and hash exchange; an image pHash could read but PDQ cannot stays unhashed."""
+def _image_hashes(data: bytes) -> tuple[str | None, int | None, Any]:
+    """PDQ (for the bank and hash exchange) and the content region's hashes, from one decode; an
+    image pHash could read but PDQ cannot stays unhashed."""
     from detectors.hashing import MediaDecodeError
-    from detectors.pdq import pdq_from_bytes
+    from detectors.pdq import decode_for_pdq, pdq_from_image
+    from detectors.regions import region_hashes
 
     try:
-        return pdq_from_bytes(data)
+        img = decode_for_pdq(data)
     except MediaDecodeError:
-        return None, None
+        return None, None, None
+    pdq, quality = pdq_from_image(img)
+    return pdq, quality, region_hashes(img)
 
 
 def _vpdq_or_empty(data: bytes) -> tuple[tuple[float, int, str], ...]:

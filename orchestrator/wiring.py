@@ -163,3 +163,15 @@ def detector_actor(*args: Any) -> Any:
 def capture_actor(*args: Any, **kwargs: Any) -> Any:
     options = crawler_options(current_placement())
     return _actor(CaptureStage, max_restarts=1, max_task_retries=1, **options).remote(*args, **kwargs)
+
+
+def index_actor(**kwargs: Any) -> Any:
+    """The near-duplicate index (orchestrator.dedup.PerceptualIndex) served from one actor, so many
+    workers add to and query the same index: each call is answered in the order the actor receives
+    it, so an add that has returned is seen by every later query from any worker. Not restarted:
+    an index rebuilt empty would silently answer "no match"; whoever holds the handle rebuilds it
+    from the database (Store.perceptual_hashes) instead. Region verification (rule 3) needs the
+    blob store, so a served index answers by rules 1 and 2."""
+    from orchestrator.dedup import PerceptualIndex
+
+    return _actor(PerceptualIndex, max_restarts=0, num_cpus=0.5).remote(**kwargs)

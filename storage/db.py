@@ -292,18 +292,20 @@ class Store:
                 s.rollback()
                 return False
 
-    def perceptual_hashes(self) -> tuple[list[tuple[str, str | None, str | None, int | None]], list[tuple[str, list[str], list]]]:
-        """(sha256, pHash, PDQ, PDQ quality) of every canonical image and (sha256, frame pHashes,
-        vPDQ frames) of every canonical video."""
+    def perceptual_hashes(self) -> tuple[list[tuple[str, str | None, str | None, int | None, dict | None]],
+                                         list[tuple[str, list[str], list]]]:
+        """(sha256, pHash, PDQ, PDQ quality, content region or None) of every canonical image and
+        (sha256, frame pHashes, vPDQ frames) of every canonical video."""
         with self.session() as s:
             rows = s.exec(
                 select(m.Media.sha256, m.Media.kind, m.Media.phash, m.Media.pdq, m.Media.pdq_quality,
-                       m.Media.frame_hashes, m.Media.vpdq).where(
+                       m.Media.frame_hashes, m.Media.vpdq, m.Media.region).where(
                     m.Media.duplicate_of.is_(None)  # type: ignore[union-attr]
                 )
             ).all()
-        images = [(sha, ph, pdq, q) for sha, kind, ph, pdq, q, _, _ in rows if kind == "image" and (ph or pdq)]
-        videos = [(sha, fh or [], vp or []) for sha, kind, _, _, _, fh, vp in rows if kind == "video" and (fh or vp)]
+        images = [(sha, ph, pdq, q, region) for sha, kind, ph, pdq, q, _, _, region in rows
+                  if kind == "image" and (ph or pdq)]
+        videos = [(sha, fh or [], vp or []) for sha, kind, _, _, _, fh, vp, _ in rows if kind == "video" and (fh or vp)]
         return images, videos
 
     def set_bank_case(self, sha256: str, case_id: str) -> None:

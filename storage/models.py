@@ -100,6 +100,9 @@ class Media(SQLModel, table=True):
     pdq_quality: Optional[int] = None
     frame_hashes: list = Field(default_factory=list, sa_column=Column(JSON))
     vpdq: list = Field(default_factory=list, sa_column=Column(JSON))  # videos: [[t_s, quality, pdq hex], ...]
+    # Images: the picture inside a screenshot or under a caption band, and its hashes
+    # ({"box", "phash", "pdq", "pdq_quality"}; detectors/regions.py); None: the whole frame.
+    region: Optional[dict] = Field(default=None, sa_column=Column(JSON, nullable=True))
     first_seen_at: datetime = _utc_column(nullable=False, default=utcnow)
     # Near-duplicate of an earlier item: its verdict is reused and no detector runs on this one.
     duplicate_of: Optional[str] = Field(default=None, foreign_key="media.sha256", index=True)

@@ -64,7 +64,9 @@ def test_mixed_batch_gets_one_analysis_each_in_order(batch, low_model):
         return next(d for d in result[name].detections if d.detector == detector)
 
     assert result["plain"].verdict.band == "no_signal"
-    assert [d.detector for d in result["plain"].detections] == ["hf-classifier", "c2pa", "invisible-watermark"]
+    assert [d.detector for d in result["plain"].detections] == [
+        "hf-classifier", "c2pa", "invisible-watermark", "metadata-provenance"]
+    assert by("plain", "metadata-provenance").outcome == "inconclusive"
     assert by("plain", "hf-classifier").score == pytest.approx(0.1, abs=1e-5)
 
     assert result["c2pa_ai"].verdict.band == "confirmed_ai"
@@ -74,9 +76,14 @@ def test_mixed_batch_gets_one_analysis_each_in_order(batch, low_model):
     assert result["watermarked"].verdict.reasons[0].startswith("invisible watermark of sdxl decoded")
 
     video_det = by("video", "hf-classifier")
-    assert [d.detector for d in result["video"].detections] == ["hf-classifier", "c2pa"]
+    assert [d.detector for d in result["video"].detections] == ["hf-classifier", "c2pa", "metadata-provenance"]
     assert video_det.outcome == "real" and video_det.score == pytest.approx(0.1, abs=1e-5)
-    assert len(video_det.details["frames"]) == 6 and video_det.details["segments"] == []
+    # Drifting blobs: one shot, so only the six even samples; and no face in them.
+    frames = video_det.details["frames"]
+    assert len(frames) == 6 and video_det.details["segments"] == []
+    assert all(f["taken"] == ["uniform"] and f["no_face"] and f["faces"] == [] for f in frames)
+    assert video_det.details["no_face_frames"] == 6 and video_det.details["scene_change_frames"] == 0
+    assert "no face found in 6, so the whole frame was scored" in video_det.reasons[-1]
     assert "mean of the top 2 of 6 sampled frames" in video_det.reasons[0]
     assert by("video", "c2pa").reasons == ["no C2PA manifest"]
     assert result["video"].verdict.band == "no_signal"
@@ -113,13 +120,15 @@ def test_scores_between_review_and_threshold_need_review_and_video_segments(batc
 
 def test_without_classifier_and_describe(batch, low_model):
     pipe = DetectionPipeline(classifier_model=None)
-    assert [d["name"] for d in pipe.describe()] == ["c2pa", "invisible-watermark"]
+    assert [d["name"] for d in pipe.describe()] == ["c2pa", "invisible-watermark", "metadata-provenance"]
     analyses = pipe.analyse([batch["c2pa_ai"], batch["video"]])
     assert analyses[0].verdict.band == "confirmed_ai"
-    assert [d.detector for d in analyses[1].detections] == ["c2pa"]
+    assert [d.detector for d in analyses[1].detections] == ["c2pa", "metadata-provenance"]
 
     full = DetectionPipeline(classifier_model=str(low_model)).describe()
-    assert [d["name"] for d in full] == ["hf-classifier", "c2pa", "invisible-watermark"]
+    assert [d["name"] for d in full] == [
+        "hf-classifier", "opencv-haar-frontalface", "c2pa", "invisible-watermark", "metadata-provenance"]
+    assert len(full[1]["weights_digest"]) == 64  # the bundled cascade file is the face detector's weights
     assert full[0]["model_id"] == str(low_model) and len(full[0]["weights_digest"]) == 64
     assert all(d["version"] for d in full)
 
@@ -129,11 +138,20 @@ def test_bad_settings():
         DetectionPipeline(classifier_model=None, threshold=0.3, review_threshold=0.5)
     with pytest.raises(ValueError, match="video_frames"):
         DetectionPipeline(classifier_model=None, video_frames=0)
+    with pytest.raises(ValueError, match="scene-change threshold"):
+        DetectionPipeline(classifier_model=None, scene_threshold=0.0)
+    with pytest.raises(ValueError, match="max scene-change frames"):
+        DetectionPipeline(classifier_model=None, max_scene_frames=-1)
 
 
 def test_video_aggregation_rules():
     assert top_third_mean([0.1] * 6 + [0.9, 0.8]) == pytest.approx((0.9 + 0.8 + 0.1) / 3)
     assert top_third_mean([0.7]) == 0.7
+    # Eight even frames and two at scene changes: still the top 3, so one high frame among ten
+    # weighs as much as one among eight.
+    assert top_third_mean([1.0] + [0.0] * 9, n_uniform=8) == pytest.approx(1 / 3)
+    assert top_third_mean([1.0] + [0.0] * 9) == pytest.approx(1 / 4)
+    assert top_third_mean([0.9, 0.1], n_uniform=9) == pytest.approx(0.5)  # never more than there are
     with pytest.raises(ValueError):
         top_third_mean([])
     times = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
@@ -142,7 +160,8 @@ def test_video_aggregation_rules():
 
 
 def test_registry_names():
-    assert sorted(registry.DETECTORS) == ["c2pa", "hf-classifier", "invisible-watermark"]
+    # A subset: other detectors register here too.
+    assert {"c2pa", "hf-classifier", "invisible-watermark", "metadata-provenance"} <= set(registry.DETECTORS)
     assert registry.get("c2pa").name == "c2pa"
     with pytest.raises(KeyError, match="known:"):
         registry.get("nope")

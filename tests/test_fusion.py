@@ -135,3 +135,55 @@ def test_nothing_to_fuse_and_bad_threshold():
     with pytest.raises(ValueError, match="review_threshold"):
         fuse([], 1.5)
     assert fuse([classifier(0.9)], 0.3).to_dict()["band"] == "likely_fake"
+
+
+# ------------------------------------------------------------------------------------ unsigned metadata
+
+
+def metadata(says_ai: bool = True) -> Detection:
+    """A metadata-provenance detection built by the real judging code from collected fields."""
+    from detectors.metadata import judge
+
+    fields = [("png:parameters", "a rally\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1")] if says_ai else []
+    outcome, reasons, details = judge(fields)
+    return Detection("metadata-provenance", "1", outcome, reasons=reasons, details=details)  # type: ignore[arg-type]
+
+
+def test_metadata_alone_asks_for_review_never_more():
+    verdict = fuse([classifier(0.1), c2pa(present=False), watermark(False), metadata()], 0.3)
+    assert verdict.band == "needs_review"
+    assert verdict.reasons[0].startswith("PNG text chunk 'parameters' holds generation settings of Stable Diffusion")
+    assert any("unsigned" in r and "never confirms AI on its own" in r for r in verdict.reasons)
+    assert verdict.reasons[-1] == "no other detector backs the metadata up, so a person should review it"
+    assert verdict.score == pytest.approx(0.1)  # metadata has no score of its own
+
+
+def test_metadata_backed_by_a_review_level_score_is_likely_fake():
+    verdict = fuse([classifier(0.42), c2pa(present=False), metadata()], 0.3)
+    assert verdict.band == "likely_fake"
+    assert verdict.reasons[-2:] == [
+        "the unsigned metadata agrees with the hf-classifier score 0.42, so together they make a likely fake",
+        "classifier org/model scored 0.42 < 0.50 (at or above the review threshold 0.30)",
+    ]
+    # Even with a certain classifier, unsigned metadata never makes it "confirmed AI".
+    assert fuse([classifier(0.99), metadata()], 0.3).band == "likely_fake"
+    assert fuse([watermark(True), metadata()], 0.3).reasons[-1].endswith(
+        "agrees with the decoded watermark, so together they make a likely fake")
+
+
+def test_metadata_next_to_signed_provenance_and_without_a_claim():
+    signed = fuse([c2pa(["signingCredential.untrusted"]), metadata()], 0.3)
+    assert signed.band == "confirmed_ai"
+    assert signed.reasons[0].startswith("C2PA manifest declares trainedAlgorithmicMedia")
+    # A declaration whose signature fails is one more unsigned claim: it backs nothing up.
+    broken = fuse([c2pa(["claimSignature.mismatch"]), metadata()], 0.3)
+    assert broken.band == "needs_review"
+    assert broken.reasons[-1] == "no other detector backs the metadata up, so a person should review it"
+    # A signed declaration on content altered since signing does.
+    altered = fuse([c2pa(["assertion.dataHash.mismatch"]), metadata()], 0.3)
+    assert altered.band == "likely_fake"
+    assert any(r.endswith("agrees with the signed C2PA declaration, so together they make a likely fake")
+               for r in altered.reasons)
+    quiet = fuse([classifier(0.1), metadata(says_ai=False)], 0.3)
+    assert quiet.band == "no_signal"
+    assert any(r.startswith("metadata-provenance: no AI generator metadata") for r in quiet.reasons)

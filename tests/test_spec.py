@@ -113,3 +113,52 @@ def test_bad_interval_is_named(value):
 def test_feed_only_campaign_needs_no_terms():
     spec = parse_spec({"name": "feeds", "sources": [{"name": "f", "type": "rss", "params": {"url": "https://example.org/feed"}}]})
     assert spec.terms_for(spec.sources[0]) == [""]
+
+
+ENSEMBLE = GOOD + """
+detectors:
+  classifiers:
+    - {model: models/a, weight: 1}
+    - {model: org/deepfake-vit, fake_label: Deepfake, revision: 3f2a1c, weight: 2.5, threshold: 0.8}
+  ensemble: {threshold: 0.6, review_threshold: 0.4}
+"""
+
+
+def test_ensemble_of_classifiers(tmp_path):
+    spec, _ = load_spec(_write(tmp_path, ENSEMBLE))
+    d = spec.detectors
+    assert d.classifier is None and [m.model for m in d.classifiers] == ["models/a", "org/deepfake-vit"]
+    assert d.classifiers[0].model_dump() == {"model": "models/a", "fake_label": "fake", "revision": None,
+                                             "weight": 1.0, "threshold": None}
+    assert (d.classifiers[1].fake_label, d.classifiers[1].revision, d.classifiers[1].weight) == ("Deepfake", "3f2a1c", 2.5)
+    assert d.ensemble_settings().threshold == 0.6 and d.ensemble_settings().batch_size == 32
+    without = load_spec(_write(tmp_path, ENSEMBLE.replace("  ensemble: {threshold: 0.6, review_threshold: 0.4}\n", "")))[0]
+    assert without.detectors.ensemble_settings().threshold == 0.5
+
+
+@pytest.mark.parametrize(
+    "mutation, field, words",
+    [
+        (("detectors:\n", "detectors:\n  classifier: {model: x}\n"), "detectors", "not both"),
+        (("weight: 2.5", "weight: 0"), "detectors.classifiers.1.weight", "greater than 0"),
+        (("weight: 1}", "weight: -1}"), "detectors.classifiers.0.weight", "greater than 0"),
+        (("threshold: 0.8", "threshold: 1.8"), "detectors.classifiers.1.threshold", "less than or equal to 1"),
+        (("    - {model: models/a, weight: 1}\n", ""), "detectors", "at least two"),
+        (("model: org/deepfake-vit, fake_label: Deepfake, revision: 3f2a1c,", "model: models/a,"), "detectors",
+         "same model twice: models/a"),
+        (("review_threshold: 0.4", "review_threshold: 0.7"), "detectors.ensemble", "review_threshold"),
+        (("weight: 1}", "weight: 1, wieght: 2}"), "detectors.classifiers.0.wieght", "unknown key"),
+    ],
+)
+def test_bad_ensembles_are_named(tmp_path, mutation, field, words):
+    path = _write(tmp_path, ENSEMBLE.replace(*mutation))
+    with pytest.raises(SpecError) as exc:
+        load_spec(path)
+    msg = str(exc.value)
+    assert f"field '{field}'" in msg and words in msg, msg
+
+
+def test_ensemble_settings_need_classifiers():
+    with pytest.raises(SpecError, match="'ensemble' settings need 'classifiers'"):
+        parse_spec({"name": "x", "keywords": ["a"], "detectors": {"ensemble": {"threshold": 0.7}},
+                    "sources": [{"name": "s", "type": "demo_api", "params": {"base_url": "http://x"}}]})
