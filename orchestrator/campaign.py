@@ -552,11 +552,19 @@ class CampaignRun:
         """One evidence record per flagged media item per post, with its first legal assessment,
         custody events, capture and seal. A record an interrupted run left unsealed (the driver
         died between writing it and sealing it) is finished here, each missing step once."""
-        from storage.queries import flagged_sightings
+        from storage.queries import flagged_sightings_page
 
         store = self.store
-        rows = store.call(flagged_sightings, store.store, self.campaign_id, FLAGGED)
         unfinished = store.call(_unsealed_evidence, store.store, self.campaign_id)
+        after: int | None = None
+        while True:  # a page of sightings at a time, so memory does not grow with the campaign
+            rows, after = store.call(flagged_sightings_page, store.store, self.campaign_id, FLAGGED, after_id=after)
+            self._write_evidence_page(rows, unfinished)
+            if after is None:
+                return
+
+    def _write_evidence_page(self, rows: list[dict[str, Any]], unfinished: dict[int, tuple[bool, bool]]) -> None:
+        store = self.store
         new_ids: dict[str, list[int]] = defaultdict(list)  # post URL -> evidence ids lacking capture
         post_media: dict[str, list[str]] = defaultdict(list)  # post URL -> its flagged media URLs
         to_seal: list[int] = []

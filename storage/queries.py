@@ -191,14 +191,21 @@ def _distance(a: m.Media, b: m.Media) -> float | None:
     return b.duplicate_distance if b.duplicate_of == a.sha256 else a.duplicate_distance
 
 
-def _judged_sightings(s: Any, campaign_id: int) -> list[tuple[m.Sighting, m.Post, m.Media, m.Media]]:
-    """Every sighting of the campaign with its media and the cluster member that judges it."""
-    rows = s.exec(
+def _judged_sightings(s: Any, campaign_id: int, *, after_id: int | None = None,
+                      limit: int | None = None) -> list[tuple[m.Sighting, m.Post, m.Media, m.Media]]:
+    """Every sighting of the campaign (or a page of them, by sighting id after `after_id`) with
+    its media and the cluster member that judges it."""
+    query = (
         select(m.Sighting, m.Post, m.Media)
         .join(m.Post, m.Post.id == m.Sighting.post_pk)
         .join(m.Media, m.Media.sha256 == m.Sighting.media_sha256)
         .where(m.Sighting.campaign_id == campaign_id)
-    ).all()
+    )
+    if after_id is not None:
+        query = query.where(m.Sighting.id > after_id)
+    if limit is not None:
+        query = query.order_by(m.Sighting.id).limit(limit)
+    rows = s.exec(query).all()
     judges = _cluster_judges(s, {media.duplicate_of or media.sha256 for _, _, media in rows})
     return [(sg, post, media, judges[media.duplicate_of or media.sha256]) for sg, post, media in rows]
 
@@ -218,9 +225,27 @@ def campaign_media_urls(store: Store, campaign_id: int) -> dict[str, str]:
 
 def flagged_sightings(store: Store, campaign_id: int, bands: tuple[str, ...]) -> list[dict[str, Any]]:
     """Evidence rows to write: one per flagged media item per post it appeared in."""
+    rows, after = [], None
+    while True:
+        page, after = flagged_sightings_page(store, campaign_id, bands, after_id=after)
+        rows.extend(page)
+        if after is None:
+            return rows
+
+
+EVIDENCE_PAGE = 1000  # sightings read at a time: the evidence phase's memory does not grow with the campaign
+
+
+def flagged_sightings_page(store: Store, campaign_id: int, bands: tuple[str, ...], *, after_id: int | None = None,
+                           page_size: int = EVIDENCE_PAGE) -> tuple[list[dict[str, Any]], int | None]:
+    """The evidence rows among the next `page_size` sightings after sighting id `after_id`, and
+    the id to continue after (None when this was the last page). A page can hold fewer rows
+    than sightings, or none: only flagged ones become evidence."""
     rows = []
     with store.session() as s:
-        for sg, post, media, judge in _judged_sightings(s, campaign_id):
+        sightings = _judged_sightings(s, campaign_id, after_id=after_id, limit=page_size)
+        last_id = sightings[-1][0].id if len(sightings) == page_size else None
+        for sg, post, media, judge in sightings:
             if judge.verdict not in bands:
                 continue
             reasons = list(judge.reasons or [])
@@ -247,4 +272,4 @@ def flagged_sightings(store: Store, campaign_id: int, bands: tuple[str, ...]) ->
                     match_distance=distance,
                 )
             )
-    return rows
+    return rows, last_id

@@ -75,6 +75,22 @@ def test_writes_are_idempotent(store, blobs):
     assert all(not store.upsert_evidence(**r)[1] for r in rows)
 
 
+def test_flagged_sightings_come_in_pages_that_add_up(store, blobs):
+    from storage.queries import flagged_sightings_page
+
+    cid, fake_sha, _ = _fill(store, blobs)
+    whole = flagged_sightings(store, cid, ("likely_fake",))
+    paged, after, pages = [], None, 0
+    while True:  # one sighting a page: the real item's page holds no evidence row
+        rows, after = flagged_sightings_page(store, cid, ("likely_fake",), after_id=after, page_size=1)
+        paged.extend(rows)
+        pages += 1
+        if after is None:
+            break
+    assert pages == 4  # three sightings, then an empty page that ends it
+    assert sorted(map(repr, paged)) == sorted(map(repr, whole)) and len(paged) == 2
+
+
 def test_search_filters_and_korean(store, blobs):
     _fill(store, blobs)
     everything = search_evidence(store, EvidenceFilter())
