@@ -106,7 +106,10 @@ def equal_error_rate(labels: np.ndarray, scores: np.ndarray) -> tuple[float, flo
 
 
 @dataclass(frozen=True)
-class Calibration:
+class ThresholdChoice:
+    """The threshold calibrate_threshold chose on scored data (classifier.Calibration is the file
+    form that `detectors eval` writes from it)."""
+
     threshold: float
     target_fpr: float
     fpr_at_threshold: float
@@ -121,7 +124,7 @@ class Calibration:
         return 1.0 / self.n_real
 
 
-def calibrate_threshold(labels: np.ndarray, scores: np.ndarray, target_fpr: float) -> Calibration:
+def calibrate_threshold(labels: np.ndarray, scores: np.ndarray, target_fpr: float) -> ThresholdChoice:
     """The lowest threshold whose false-positive rate on the real images is <= `target_fpr`.
 
     With n real images at most k = floor(target * n) may score >= the threshold, so it must lie
@@ -139,7 +142,7 @@ def calibrate_threshold(labels: np.ndarray, scores: np.ndarray, target_fpr: floa
     boundary = real[allowed] if allowed < len(real) else -np.inf
     threshold = float(min(max(np.nextafter(boundary, np.inf), 0.0), 1.0))
     fpr = float((real >= threshold).mean())
-    return Calibration(
+    return ThresholdChoice(
         threshold=threshold,
         target_fpr=float(target_fpr),
         fpr_at_threshold=fpr,
