@@ -9,30 +9,32 @@ entry within the signal's default threshold (and over its quality cut-off). Per 
 Signals: phash (deepwatch's), pdq, pdq_dihedral (the query's 8 rotations/mirrors, so a
 flipped copy is found; it also gives 8x the chances of a false match), and pdq_regions: PDQ of
 the whole image and of its content region (detectors.regions: screenshot chrome and caption bands
-cut away) on both sides, with detectors.regions.views_match's rules (PDQ <= 31 between any views;
-pHash <= 10 and PDQ <= 47 agreeing; a query with a band verified against candidates within pHash
-20 by the PDQ of the same relative region of both).
+cut away) on both sides, matched by the campaign's own orchestrator.dedup.PerceptualIndex (PDQ <= 31
+between any views; pHash <= 10 confirmed by PDQ <= 90; a query with a band verified against
+candidates within pHash 20 by the PDQ of the same relative region of both); its one answer per
+query is what the recall and precision count.
 
     .venv/bin/python bench/dedup.py [--quick] [--n 60] [--distractors 200]
 """
 from __future__ import annotations
 
 import argparse
-import io
 import time
+from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from _common import COMMON_TRANSFORMS, TRANSFORMS, bit_matrix, emit, environment, hamming_matrix, photo_jpegs, transform
 
-from detectors.pdq import pdq_dihedral_from_bytes
-from detectors.regions import ImageViews, views_match
+from detectors.hashing import phash_fast
+from detectors.pdq import decode_for_pdq, pdq_dihedral_from_bytes, pdq_from_image
+from detectors.regions import region_hashes
+from orchestrator.dedup import PerceptualIndex
 from detectors.signals import get_signal
 
 SIZE = (640, 480)
 SIGNAL_NAMES = ("phash", "pdq", "pdq_dihedral", "pdq_regions")
-_INDEX_CACHE: dict[tuple[str, int], list[tuple[list[str], int | None]]] = {}
+_INDEX_CACHE: dict[tuple[str, int], Any] = {}  # per index: its hashes, or the PerceptualIndex
 
 
 def _hashes(signal: str, data: bytes) -> tuple[list[str], int | None]:
@@ -43,24 +45,36 @@ def _hashes(signal: str, data: bytes) -> tuple[list[str], int | None]:
     return [value.hash_hex], value.quality
 
 
-def _views(data: bytes) -> ImageViews:
-    return ImageViews(Image.open(io.BytesIO(data)))
+def _dedup_hashes(data: bytes) -> tuple:
+    """What the campaign's fetch stage computes for an image (orchestrator/stages.py): pHash from
+    the bytes, PDQ and the content region's hashes from one decode, and the decoded pixels."""
+    img = decode_for_pdq(data)
+    pdq, quality = pdq_from_image(img)
+    return phash_fast(data), pdq, quality, region_hashes(img), img
 
 
 def _region_scores(index: list[bytes], n_true: int, queries: list[bytes], truth: list[int | None]) -> dict:
-    pdq = get_signal("pdq")
+    """The campaign's own near-duplicate matcher (orchestrator.dedup.PerceptualIndex, rules 1-3,
+    with the pixels of indexed images at hand for region verification): one answer per query."""
     key = ("regions", id(index))
     if key not in _INDEX_CACHE:
-        _INDEX_CACHE[key] = [_views(d) for d in index]
-    idx = _INDEX_CACHE[key]
+        pixels: dict[str, Any] = {}
+        dedup = PerceptualIndex(image_loader=pixels.get)
+        for j, data in enumerate(index):
+            ph, pdq, quality, region, img = _dedup_hashes(data)
+            pixels[str(j)] = img
+            dedup.add_image(str(j), ph, pdq, quality, region=region)
+        _INDEX_CACHE[key] = dedup
+    dedup = _INDEX_CACHE[key]
     tp = fp = 0
     for data, want in zip(queries, truth):
-        query = _views(data)
-        hits = {j for j, entry in enumerate(idx)
-                if views_match(query, entry, pdq_threshold=pdq.default_threshold, quality_cutoff=pdq.quality_cutoff or 0)}
-        hit = want is not None and want in hits
+        ph, pdq, quality, region, img = _dedup_hashes(data)
+        match = dedup.match_image(ph, pdq, quality, region=region, image=img)
+        if match is None:
+            continue
+        hit = want is not None and match.sha256 == str(want)
         tp += int(hit)
-        fp += len(hits) - int(hit)
+        fp += int(not hit)
     reported = tp + fp
     return {"precision": round(tp / reported, 4) if reported else 1.0, "recall": round(tp / n_true, 4),
             "false_matches": fp}

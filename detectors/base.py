@@ -58,6 +58,19 @@ class Detection:
         }
 
 
+def learned_identity(detector: Any) -> dict[str, Any]:
+    """The Detection fields that name a learned detector's model and decision threshold (a
+    classifier or an ensemble): every result it gives, per item or per video, carries them."""
+    return {
+        "detector": detector.name,
+        "version": detector.version,
+        "threshold": detector.threshold,
+        "model_id": detector.model_id,
+        "model_revision": detector.model_revision,
+        "weights_digest": detector.weights_digest,
+    }
+
+
 class Detector(Protocol):
     name: str
     version: str

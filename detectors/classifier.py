@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from detectors.base import Detection, MediaInput
+from detectors.base import Detection, MediaInput, learned_identity
 from detectors.decode import DecodedBatch, make_decoder, plain_preprocess
 from detectors.hashing import MediaDecodeError, decode_image
 
@@ -346,14 +346,7 @@ class HFImageClassifier:
     # ------------------------------------------------------------------ results
 
     def _base(self) -> dict[str, Any]:
-        return {
-            "detector": self.name,
-            "version": self.version,
-            "threshold": self.threshold,
-            "model_id": self.model_id,
-            "model_revision": self.model_revision,
-            "weights_digest": self.weights_digest,
-        }
+        return learned_identity(self)
 
     def threshold_details(self) -> dict[str, Any]:
         """What the threshold is and where it came from: never a bare score."""

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
-from detectors.base import Detection, MediaInput
+from detectors.base import Detection, MediaInput, learned_identity
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -139,14 +139,7 @@ class EnsembleClassifier:
         ]
 
     def _base(self) -> dict[str, Any]:
-        return {
-            "detector": self.name,
-            "version": self.version,
-            "threshold": self.threshold,
-            "model_id": self.model_id,
-            "model_revision": self.model_revision,
-            "weights_digest": self.weights_digest,
-        }
+        return learned_identity(self)
 
     def threshold_details(self) -> dict[str, Any]:
         """The ensemble's threshold and where it came from (the same keys a classifier gives).

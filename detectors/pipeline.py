@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from detectors import registry
-from detectors.base import Detection, MediaInput
+from detectors.base import Detection, MediaInput, learned_identity
 from detectors.classifier import HFImageClassifier
 from detectors.ensemble import EnsembleClassifier
 from detectors.fusion import Verdict, fuse
@@ -157,7 +157,7 @@ class DetectionPipeline:
         # The threshold the classifier settled on (a calibrated one, when it had no explicit one)
         # is the one video frames are judged at too. A calibrated threshold under the review
         # threshold pulls that down with it: "fake" must never rank below "review".
-        self.threshold = self.classifier.threshold if self.classifier is not None else (threshold or 0.5)
+        self.threshold = self.classifier.threshold if self.classifier is not None else (0.5 if threshold is None else threshold)
         self.review_threshold = min(review_threshold, self.threshold)
         # Faces are only looked for in what the classifier will score.
         self.faces = FaceFinder() if video_faces and self.classifier is not None else None
@@ -314,14 +314,9 @@ class DetectionPipeline:
         clf = self.classifier
         assert clf is not None
         return Detection(
-            detector=clf.name,
-            version=clf.version,
+            **learned_identity(clf),
             outcome=outcome,  # type: ignore[arg-type]
             score=score,
-            threshold=clf.threshold,
-            model_id=clf.model_id,
-            model_revision=clf.model_revision,
-            weights_digest=clf.weights_digest,
             reasons=reasons,
             # What the threshold is and where it came from (calibration or configuration).
             details={**details, **clf.threshold_details()},
