@@ -208,7 +208,9 @@ def main() -> None:
     args = ap.parse_args()
     posts = 200 if args.quick else args.posts
     node_posts = 100 if args.quick else args.node_posts
-    os.environ.setdefault("DEEPWATCH_KEY_DIR", tempfile.mkdtemp(prefix="dw-bench-keys-"))
+    if "DEEPWATCH_KEY_DIR" not in os.environ:  # a throwaway signing key, removed at exit
+        keys = tempfile.TemporaryDirectory(prefix="dw-bench-keys-")
+        os.environ["DEEPWATCH_KEY_DIR"] = keys.name
     result: dict[str, Any] = {"environment": {**environment(), "ray": __import__("ray").__version__},
                               "classifier": args.classifier, "capture": args.capture}
     if not args.skip_local:

@@ -39,10 +39,11 @@ def event_hash(seq: int, evidence_id: int | None, action: str, actor: str, at: d
 
 
 def add_event(session: Session, evidence_id: int | None, action: str, actor: str,
-              details: dict[str, Any] | None = None) -> m.CustodyEvent:
+              details: dict[str, Any] | None = None, *, request_id: str | None = None) -> m.CustodyEvent:
     """Stage one event at the end of the chain in `session`, uncommitted, so a caller can commit
     it together with the change it records (a seal and its "sealed" event land together or not
-    at all). A racing writer makes the commit fail on the unique seq: roll back and call again."""
+    at all). A racing writer makes the commit fail on the unique seq: roll back and call again.
+    `request_id` names this append for retries (see `event_for_request`)."""
     if not action or not actor:
         raise ValueError("a custody event needs an action and an actor")
     # Round-trip the details through JSON now, so the hash covers exactly what the column keeps.
@@ -53,7 +54,7 @@ def add_event(session: Session, evidence_id: int | None, action: str, actor: str
     at = m.utcnow()
     row = m.CustodyEvent(
         seq=seq, evidence_id=evidence_id, action=action, actor=actor, at=at, details=details,
-        prev_hash=prev, hash=event_hash(seq, evidence_id, action, actor, at, details, prev),
+        prev_hash=prev, hash=event_hash(seq, evidence_id, action, actor, at, details, prev), request_id=request_id,
     )
     session.add(row)
     return row
@@ -63,12 +64,25 @@ def chain_tail(session: Session) -> m.CustodyEvent | None:
     return session.exec(select(m.CustodyEvent).order_by(m.CustodyEvent.seq.desc()).limit(1)).first()  # type: ignore[attr-defined]
 
 
+def event_for_request(session: Session, request_id: str | None) -> m.CustodyEvent | None:
+    """The event already written under `request_id`, if any."""
+    if request_id is None:
+        return None
+    return session.exec(select(m.CustodyEvent).where(m.CustodyEvent.request_id == request_id)).first()
+
+
 def append_event(store: Store, evidence_id: int | None, action: str, actor: str,
-                 details: dict[str, Any] | None = None) -> m.CustodyEvent:
-    """Add one event at the end of the chain and return it."""
+                 details: dict[str, Any] | None = None, *, request_id: str | None = None) -> m.CustodyEvent:
+    """Add one event at the end of the chain and return it.
+
+    With a `request_id`, the append happens at most once: called again (a retry after a lost
+    commit acknowledgement, a resumed run), it returns the event written the first time."""
     for _ in range(_APPEND_ATTEMPTS):
         with store.session() as s:
-            row = add_event(s, evidence_id, action, actor, details)
+            done = event_for_request(s, request_id)
+            if done is not None:
+                return done
+            row = add_event(s, evidence_id, action, actor, details, request_id=request_id)
             try:
                 s.commit()
                 return row

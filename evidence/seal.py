@@ -21,13 +21,18 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from evidence.custody import add_event, chain_tail
+from evidence.custody import add_event, chain_tail, event_for_request
 from evidence.signing import Signer
 from evidence.tsa import timestamp, verify_token
 from storage import models as m
 from storage.db import Store, as_utc
 
-SEAL_FORMAT = "deepwatch-seal/1"
+SEAL_FORMAT = "deepwatch-seal/2"
+# Format 1 sealed every sighting of the media, in every post: a record about one post then
+# grew with the item's spread, and sealing all k records of an item seen k times cost k^2
+# rows. Format 2 seals the sightings in the record's own post; the spread stays a live query
+# (`evidence show`, the takedown packet). Seals of format 1 are still read and verified as such.
+LEGACY_SEAL_FORMAT = "deepwatch-seal/1"
 _ATTEMPTS = 20  # racing custody writers: retry the seal's commit on the new chain tail
 
 
@@ -35,8 +40,9 @@ class SealError(RuntimeError):
     pass
 
 
-def canonical_record(store: Store, evidence_id: int) -> dict[str, Any]:
-    """The fields of one evidence record that a seal vouches for, as plain JSON values."""
+def canonical_record(store: Store, evidence_id: int, seal_format: str = SEAL_FORMAT) -> dict[str, Any]:
+    """The fields of one evidence record that a seal of `seal_format` vouches for, as plain
+    JSON values."""
     with store.session() as s:
         ev = s.get(m.Evidence, evidence_id)
         if ev is None:
@@ -47,10 +53,10 @@ def canonical_record(store: Store, evidence_id: int) -> dict[str, Any]:
         # A re-upload's verdict rests on the detections of the copy that judged it: seal both.
         shas = sorted({ev.media_sha256} | ({ev.matched_sha256} if ev.matched_sha256 else set()))
         detections = s.exec(select(m.Detection).where(m.Detection.media_sha256.in_(shas))).all()  # type: ignore[union-attr]
-        sightings = s.exec(
-            select(m.Sighting, m.Post).join(m.Post, m.Post.id == m.Sighting.post_pk)
-            .where(m.Sighting.media_sha256 == ev.media_sha256)
-        ).all()
+        where = [m.Sighting.media_sha256 == ev.media_sha256]
+        if seal_format != LEGACY_SEAL_FORMAT:
+            where.append(m.Sighting.post_pk == ev.post_pk)
+        sightings = s.exec(select(m.Sighting, m.Post).join(m.Post, m.Post.id == m.Sighting.post_pk).where(*where)).all()
         reviews = s.exec(select(m.Review).where(m.Review.evidence_id == evidence_id)).all()
     return {
         "evidence": {
@@ -144,12 +150,17 @@ def canonical_json(document: dict[str, Any]) -> str:
 
 
 def seal_evidence(store: Store, evidence_id: int, signer: Signer, *, tsa_url: str | None = None,
-                  tsa_cert: bytes | None = None, actor: str = "system", tsa_timeout_s: float = 10.0) -> m.Seal:
+                  tsa_cert: bytes | None = None, actor: str = "system", tsa_timeout_s: float = 10.0,
+                  request_id: str | None = None) -> m.Seal:
     """Seal the record as it is now; store the seal and a "sealed" custody event together.
 
     The authority is asked before anything is written, so a refusal (TimestampError) leaves no
     seal and no event behind. `tsa_cert` (PEM) makes the fresh token be checked against the
-    authority's certificate before it is kept."""
+    authority's certificate before it is kept. With a `request_id` the seal is made at most
+    once: a retry (the first commit went through, its acknowledgement was lost) returns it."""
+    done = _seal_of_request(store, request_id)
+    if done is not None:
+        return done
     record = canonical_record(store, evidence_id)
     with store.session() as s:
         tail = chain_tail(s)
@@ -180,13 +191,24 @@ def seal_evidence(store: Store, evidence_id: int, signer: Signer, *, tsa_url: st
             add_event(s, evidence_id, "sealed", actor, {
                 "seal_id": seal.id, "record_sha256": digest.hex(), "key_id": signer.key_id,
                 "timestamped": token is not None,
-            })
+            }, request_id=request_id)
             try:
                 s.commit()
                 return seal
             except IntegrityError:
                 s.rollback()
+        done = _seal_of_request(store, request_id)  # a racing writer made this very seal
+        if done is not None:
+            return done
     raise SealError(f"could not store the seal of evidence {evidence_id}: the custody log kept moving")
+
+
+def _seal_of_request(store: Store, request_id: str | None) -> m.Seal | None:
+    if request_id is None:
+        return None
+    with store.session() as s:
+        event = event_for_request(s, request_id)
+        return s.get(m.Seal, event.details["seal_id"]) if event is not None else None
 
 
 def latest_seal(store: Store, evidence_id: int) -> m.Seal | None:

@@ -20,7 +20,7 @@ from typing import Any
 from sqlmodel import select
 
 from evidence.custody import ChainProblem, verify_chain
-from evidence.seal import SealError, canonical_record, detection_key, latest_seal, sighting_key
+from evidence.seal import SEAL_FORMAT, SealError, canonical_record, detection_key, latest_seal, sighting_key
 from evidence.signing import deployment_key_id, verify_signature
 from evidence.tsa import TimestampError, TimestampInfo, verify_token
 from storage import models as m
@@ -48,6 +48,15 @@ class Report:
         return "ok" if self.seal_id is not None else "not sealed"
 
 
+def _format_of(seal: Any) -> str:
+    """The format a seal was written in (what the current record must be built as to compare);
+    an unreadable seal is reported by _check_seal, and compared as the current format."""
+    try:
+        return json.loads(seal.record_json).get("format") or SEAL_FORMAT
+    except (AttributeError, TypeError, ValueError):
+        return SEAL_FORMAT
+
+
 def verify_evidence(store: Store, blobs: BlobStore, evidence_id: int, *, key_ids: Collection[str] | None = None,
                     tsa_cert: bytes | None = None, chain: list[ChainProblem] | None = None) -> Report:
     """Check one record. `key_ids`: the signing keys this deployment trusts (default: the key in
@@ -56,11 +65,11 @@ def verify_evidence(store: Store, blobs: BlobStore, evidence_id: int, *, key_ids
     trusted = set(key_ids) if key_ids is not None else _deployment_keys()
     chain = verify_chain(store) if chain is None else chain
     report = Report(evidence_id)
+    seal = latest_seal(store, evidence_id)
     try:
-        current = canonical_record(store, evidence_id)
+        current = canonical_record(store, evidence_id, _format_of(seal))
     except SealError:
         current = None
-    seal = latest_seal(store, evidence_id)
     if current is None:
         report.problems.append(f"evidence {evidence_id} no longer exists" +
                                (" (it was sealed)" if seal else " (the custody log names it)"))

@@ -603,7 +603,8 @@ class CampaignRun:
         # The judgement that made this a finding: the fused verdict and the detections behind
         # it (of the item itself, or of the cluster member it was matched to).
         judged_by = row["matched_sha256"] or row["media_sha256"]
-        self.store.call(append_event, self.store.store, ev_id, "analysed", self.spec.operator(), {
+        request_id = self._request(ev_id, "analysed")
+        self.store.call(append_event, self.store.store, ev_id, "analysed", self.spec.operator(), request_id=request_id, details={
             "verdict": row["verdict"], "score": row["score"], "reasons": row["reasons"],
             "media_sha256": row["media_sha256"], "judged_by_sha256": judged_by,
             "post_url": row["post_url"], "media_url": row["media_url"],
@@ -639,12 +640,17 @@ class CampaignRun:
         try:
             cert = open(ev.tsa_cert, "rb").read() if ev.tsa_cert else None
             self.store.call(seal_evidence, self.store.store, evidence_id, self._signer(), tsa_url=ev.tsa_url, tsa_cert=cert,
-                            actor=self.spec.operator())
+                            actor=self.spec.operator(), request_id=self._request(evidence_id, "sealed"))
             self.metrics.went_out("evidence")
             self._count("sealed")
         except (SealError, TimestampError, OSError) as exc:
             # The record stays (unsealed, which verify reports); `deepwatch evidence seal` retries.
             self._drop(Drop("seal", "seal failed", str(evidence_id), str(exc)))
+
+    def _request(self, evidence_id: int, step: str) -> str:
+        """The custody log's name for one evidence step of this campaign: a retried write (its
+        commit landed, the acknowledgement did not) or a resumed run finds it done."""
+        return f"campaign-{self.campaign_id}/evidence-{evidence_id}/{step}"
 
     def _signer(self) -> Any:
         from evidence.signing import Signer
@@ -707,11 +713,12 @@ class CampaignRun:
             )
             details.update(wacz_sha256=archive.wacz_sha256, page_ip=archive.page_ip, capture_tool=archive.capture_tool,
                            media=[list(m) for m in archive.media])
-        self.store.call(append_event, self.store.store, ev_id, "captured", self.spec.operator(), details)
+        self.store.call(append_event, self.store.store, ev_id, "captured", self.spec.operator(), details,
+                        request_id=self._request(ev_id, "captured"))
 
     # -- report --------------------------------------------------------------------------------
     def _report(self, started: datetime, seconds: float, cluster: dict, detectors: list[dict]) -> dict[str, Any]:
-        from storage.queries import campaign_media_urls, campaign_media_verdicts
+        from storage.queries import campaign_media_urls, campaign_media_verdicts, campaign_verdict_counts
 
         c = self.counts
         report: dict[str, Any] = {
@@ -750,14 +757,16 @@ class CampaignRun:
             "drops": {stage: dict(reasons) for stage, reasons in sorted(self.drops.items())},
             **self.metrics.snapshot(),  # "stages" (in, out, dropped by reason, retries, latency) and "queues"
         }
-        verdicts = self.store.call(campaign_media_verdicts, self.store.store, self.campaign_id)
-        bands = Counter(v for v in verdicts.values())
+        bands = Counter(self.store.call(campaign_verdict_counts, self.store.store, self.campaign_id))
         report["counts"]["flagged"] = sum(bands[b] for b in FLAGGED)
         report["counts"]["needs_review"] = bands["needs_review"]
         report["verdicts"] = dict(bands)
         if self.platform is not None:
             # Judged over everything the campaign has seen so far, not only this run's fetches.
-            report["ground_truth"] = ground_truth_scores(self.platform.world, self.store.call(campaign_media_urls, self.store.store, self.campaign_id), verdicts)
+            # The in-process demo world is small: its truth is scored against every item at once.
+            verdicts = self.store.call(campaign_media_verdicts, self.store.store, self.campaign_id)
+            urls = self.store.call(campaign_media_urls, self.store.store, self.campaign_id)
+            report["ground_truth"] = ground_truth_scores(self.platform.world, urls, verdicts)
         return report
 
 

@@ -226,6 +226,10 @@ class CustodyEvent(SQLModel, table=True):
     details: dict = Field(default_factory=dict, sa_column=Column(JSON))
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64)
+    # The writer's name for this append (e.g. "campaign-3/evidence-17/analysed"): an append
+    # retried after its commit went through but the acknowledgement was lost finds its row by
+    # this and writes nothing twice. Not part of the hash: it says nothing about the evidence.
+    request_id: Optional[str] = Field(default=None, max_length=200, unique=True, index=True)
 
 
 class Review(SQLModel, table=True):

@@ -5,7 +5,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_
+from sqlalchemy import case, func, or_
+from sqlalchemy.orm import aliased
 from sqlmodel import select
 
 from detectors.hashing import hamming
@@ -169,20 +170,25 @@ def _cluster_judges(s: Any, roots: set[str]) -> dict[str, m.Media]:
 
     A re-upload may carry less evidence than its original (a C2PA manifest or a watermark does
     not survive a re-encode) or more (the original may be the copy that was crawled second), so
-    every member of a cluster is flagged when any of them is."""
+    every member of a cluster is flagged when any of them is. The database picks the member
+    (a window over each cluster): a known fake can have thousands of re-uploads, and only one
+    row per cluster comes back."""
     if not roots:
         return {}
-    members = s.exec(
-        select(m.Media).where(or_(m.Media.sha256.in_(roots), m.Media.duplicate_of.in_(roots)))  # type: ignore[union-attr]
+    root = func.coalesce(m.Media.duplicate_of, m.Media.sha256)
+    rank = case(*((m.Media.verdict == band, value) for band, value in BAND_RANK.items()), else_=-1)
+    order = (rank.desc(), case((m.Media.duplicate_of.is_(None), 1), else_=0).desc(),  # type: ignore[union-attr]
+             func.coalesce(m.Media.score, 0.0).desc(), m.Media.sha256)
+    ranked = (
+        select(m.Media.sha256.label("sha256"), root.label("root"),
+               func.row_number().over(partition_by=root, order_by=order).label("place"))
+        .where(or_(m.Media.sha256.in_(roots), m.Media.duplicate_of.in_(roots)))  # type: ignore[union-attr]
+        .subquery()
+    )
+    rows = s.exec(
+        select(ranked.c.root, m.Media).join(m.Media, m.Media.sha256 == ranked.c.sha256).where(ranked.c.place == 1)
     ).all()
-    best: dict[str, m.Media] = {}
-    for media in members:
-        root = media.duplicate_of or media.sha256
-        key = (BAND_RANK.get(media.verdict or "", -1), media.duplicate_of is None, media.score or 0.0)
-        cur = best.get(root)
-        if cur is None or key > (BAND_RANK.get(cur.verdict or "", -1), cur.duplicate_of is None, cur.score or 0.0):
-            best[root] = media
-    return best
+    return {cluster: media for cluster, media in rows}
 
 
 def _distance(a: m.Media, b: m.Media) -> float | None:
@@ -214,6 +220,36 @@ def campaign_media_verdicts(store: Store, campaign_id: int) -> dict[str, str | N
     """sha256 -> verdict band of every media item the campaign saw (a cluster shares its verdict)."""
     with store.session() as s:
         return {media.sha256: judge.verdict for _sg, _post, media, judge in _judged_sightings(s, campaign_id)}
+
+
+def campaign_verdict_counts(store: Store, campaign_id: int, page_size: int | None = None) -> dict[str | None, int]:
+    """How many distinct media items the campaign saw in each verdict band (a cluster shares its
+    verdict), read a page of sightings at a time: memory does not grow with the campaign."""
+    page_size = page_size or EVIDENCE_PAGE
+    counts: dict[str | None, int] = {}
+    earlier = aliased(m.Sighting)
+    first_sighting = ~(
+        select(earlier.id)
+        .where(earlier.campaign_id == campaign_id, earlier.media_sha256 == m.Sighting.media_sha256, earlier.id < m.Sighting.id)
+        .exists()
+    )
+    after = 0
+    while True:
+        with store.session() as s:
+            rows = s.exec(
+                select(m.Sighting.id, m.Media)
+                .join(m.Media, m.Media.sha256 == m.Sighting.media_sha256)
+                .where(m.Sighting.campaign_id == campaign_id, m.Sighting.id > after, first_sighting)
+                .order_by(m.Sighting.id)
+                .limit(page_size)
+            ).all()
+            judges = _cluster_judges(s, {media.duplicate_of or media.sha256 for _, media in rows})
+            for _, media in rows:
+                verdict = judges[media.duplicate_of or media.sha256].verdict
+                counts[verdict] = counts.get(verdict, 0) + 1
+        if len(rows) < page_size:
+            return counts
+        after = rows[-1][0]
 
 
 def campaign_media_urls(store: Store, campaign_id: int) -> dict[str, str]:

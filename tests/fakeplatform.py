@@ -234,6 +234,7 @@ def _sort_key(iso: str) -> float:
 class _Handler(BaseHTTPRequestHandler):
     fake: FakePlatform
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # keep-alive responses would wait ~40 ms on a delayed ACK
 
     def log_message(self, *args: object) -> None:  # keep test output quiet
         pass

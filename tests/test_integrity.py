@@ -306,3 +306,50 @@ def make_record_for_other_post(store, blobs) -> int:
                                      post_url="https://demo.example/p/2", account="acct2",
                                      media_url="https://demo.example/m/2.jpg", verdict="likely_fake", score=0.8)
     return ev_id
+
+
+def _seen_again(store, files: dict[str, str], n: int) -> None:
+    """The record's media item re-posted in `n` more posts of the same campaign."""
+    cid = store.upsert_campaign("integrity", "name: integrity")
+    for i in range(n):
+        post = Post(platform="other", post_id=f"r{i}", url=f"https://other.example/p/{i}", account=f"reposter{i}",
+                    text="again", created_at=POSTED, media=(MediaRef(f"https://other.example/m/{i}.jpg", "image"),), source="src")
+        pk, _ = store.upsert_post(cid, post)
+        store.add_sighting(media_sha256=files["media"], post_pk=pk, campaign_id=cid,
+                           media_url=f"https://other.example/m/{i}.jpg", position=0)
+
+
+def test_a_seal_covers_its_own_post_not_the_items_whole_spread(store, blobs, signer):
+    """An item seen in many posts has one record per post; each seal holds that post's sighting
+    only, so sealing all of them costs linear work, and a later re-post is no change to it."""
+    ev_id, files = make_record(store, blobs)
+    _seen_again(store, files, 5)
+    seal = seal_evidence(store, ev_id, signer)
+    sealed_doc = json.loads(seal.record_json)
+    assert sealed_doc["format"] == "deepwatch-seal/2"
+    assert [s["post_id"] for s in sealed_doc["record"]["sightings"]] == ["p1"]
+    _seen_again(store, files, 8)  # more re-posts after sealing
+    report = check(store, blobs, ev_id, signer)
+    assert report.status == "ok" and report.problems == [] and not any("sighting" in w for w in report.warnings)
+
+
+def test_a_format_1_seal_is_still_verified_as_written(store, blobs, signer):
+    """Seals written before format 2 sealed every sighting of the item: they are rebuilt and
+    compared that way (new re-posts are warnings, a removed sighting is a problem)."""
+    ev_id, files = make_record(store, blobs)
+    _seen_again(store, files, 2)
+    seal = seal_evidence(store, ev_id, signer)
+    document = json.loads(seal.record_json)
+    document["format"] = "deepwatch-seal/1"
+    document["record"] = canonical_record(store, ev_id, "deepwatch-seal/1")
+    assert len(document["record"]["sightings"]) == 3
+    legacy_json = canonical_json(document)
+    digest = hashlib.sha256(legacy_json.encode()).digest()
+    sql(store, "UPDATE seal SET record_json = :j, record_sha256 = :d, signature = :s WHERE id = :id",
+        j=legacy_json, d=digest.hex(), s=signer.sign(digest), id=seal.id)
+    assert check(store, blobs, ev_id, signer).problems == []
+    _seen_again(store, files, 3)
+    report = check(store, blobs, ev_id, signer)
+    assert report.problems == [] and any("was added since the seal" in w for w in report.warnings)
+    sql(store, "DELETE FROM sighting WHERE media_url = 'https://other.example/m/0.jpg'")
+    assert any("sighting" in p and "was removed" in p for p in check(store, blobs, ev_id, signer).problems)

@@ -189,6 +189,32 @@ def test_reupload_inherits_verdict_in_evidence(store, blobs):
     assert copy_sha in {m.sha256 for m in store.unanalysed_media()}
 
 
+def test_verdict_counts_page_through_distinct_media_and_clusters(store, blobs):
+    """campaign_verdict_counts (paged, what the run report uses) agrees with the whole-campaign
+    map at every page size; a cluster takes its strongest member's band even when that member
+    is a re-upload and not the root."""
+    from storage.queries import campaign_media_verdicts, campaign_verdict_counts
+
+    cid, fake_sha, real_sha = _fill(store, blobs)
+    copies = []
+    for i in range(3):  # re-uploads of the real item; the second carries a stronger verdict
+        data = _jpeg((60 + 50 * i, 120, 90))
+        sha = blobs.put(data)
+        store.upsert_media(sha256=sha, kind="image", mime="image/jpeg", size=len(data), phash="0000000000000001")
+        store.mark_duplicate(sha, real_sha, 1)
+        pk, _ = store.upsert_post(cid, _post(f"r{i}", "reposted"))
+        store.add_sighting(media_sha256=sha, post_pk=pk, campaign_id=cid, media_url=f"http://other.test/{i}.jpg", position=0)
+        store.add_sighting(media_sha256=real_sha, post_pk=pk, campaign_id=cid, media_url=f"http://other.test/r{i}.jpg", position=1)
+        copies.append(sha)
+    assert len({real_sha, *copies}) == 4
+    store.save_analysis(copies[1], [Detection(detector="c2pa", version="1", outcome="fake")], "confirmed_ai", 1.0, ["signed"])
+    verdicts = campaign_media_verdicts(store, cid)
+    assert verdicts[real_sha] == verdicts[copies[0]] == "confirmed_ai" and verdicts[fake_sha] == "likely_fake"
+    expected = {"confirmed_ai": 4, "likely_fake": 1}
+    for page_size in (1, 2, 3, 1000):
+        assert campaign_verdict_counts(store, cid, page_size=page_size) == expected, page_size
+
+
 def test_bad_database_url_is_a_clear_error(tmp_path):
     from storage.db import Store, StorageError
 

@@ -106,6 +106,51 @@ def test_retries_until_the_database_answers_then_gives_up_naming_it(tmp_path):
     store.close()
 
 
+def _ack_lost_once(fn):
+    """`fn` whose first call commits and then fails as if the connection dropped before the
+    server's acknowledgement arrived (the write is in the database, the caller sees an error)."""
+    calls = []
+
+    def flaky(*args, **kwargs):
+        result = fn(*args, **kwargs)
+        calls.append(result)
+        if len(calls) == 1:
+            raise refused_error()
+        return result
+
+    flaky.__name__ = fn.__name__
+    return flaky
+
+
+def test_custody_appends_and_seals_retried_after_a_lost_ack_are_written_once(store, blobs, tmp_path):
+    from sqlmodel import select
+
+    from evidence.custody import append_event, verify_chain
+    from evidence.seal import seal_evidence
+    from evidence.signing import Signer
+    from storage import models as m
+    from tests.evidence_factory import make_evidence
+
+    ev_id = make_evidence(store, blobs)
+    writer = RetryingStore(store, max_wait_s=30, sleep=lambda s: None)
+    first = writer.call(_ack_lost_once(append_event), store, ev_id, "analysed", "campaign:c", {"verdict": "likely_fake"},
+                        request_id="campaign-1/evidence-1/analysed")
+    again = append_event(store, ev_id, "analysed", "campaign:c", {"verdict": "likely_fake"}, request_id="campaign-1/evidence-1/analysed")
+    seal = writer.call(_ack_lost_once(seal_evidence), store, ev_id, Signer.load_or_create(tmp_path / "keys"),
+                       request_id="campaign-1/evidence-1/sealed")
+    with store.session() as s:
+        events = s.exec(select(m.CustodyEvent).where(m.CustodyEvent.evidence_id == ev_id)).all()
+        seals = s.exec(select(m.Seal).where(m.Seal.evidence_id == ev_id)).all()
+    assert [e.action for e in events].count("analysed") == 1 and again.seq == first.seq
+    assert [e.action for e in events].count("sealed") == 1 and [x.id for x in seals] == [seal.id]
+    assert verify_chain(store) == []
+    # Without a request id a retry cannot know its write landed: the event is doubled (this is
+    # why the campaign names every evidence step it logs).
+    writer.call(_ack_lost_once(append_event), store, ev_id, "noted", "someone", {})
+    with store.session() as s:
+        assert len(s.exec(select(m.CustodyEvent).where(m.CustodyEvent.action == "noted")).all()) == 2
+
+
 def test_the_retry_bound_setting_is_checked():
     assert max_wait_from_env({}) == 120
     assert max_wait_from_env({MAX_WAIT_ENV: "5"}) == 5
