@@ -243,8 +243,7 @@ def phash_fast(data: bytes) -> str:
     """
     from detectors.jpeg_scans import dc_scans_only
 
-    dc_only = dc_scans_only(data) if data[:2] == b"\xff\xd8" else None
-    return phash_from_gray(_decode(dc_only or data, FAST_PHASH_DRAFT_SIZE, gray=True)[0])
+    return phash_from_gray(_decode(dc_scans_only(data) or data, FAST_PHASH_DRAFT_SIZE, gray=True)[0])
 
 
 def hamming(a_hex: str, b_hex: str) -> int:

@@ -48,13 +48,16 @@ class Report:
         return "ok" if self.seal_id is not None else "not sealed"
 
 
-def _format_of(seal: Any) -> str:
+def _format_of(seal: m.Seal | None) -> str:
     """The format a seal was written in (what the current record must be built as to compare);
-    an unreadable seal is reported by _check_seal, and compared as the current format."""
-    try:
-        return json.loads(seal.record_json).get("format") or SEAL_FORMAT
-    except (AttributeError, TypeError, ValueError):
+    no seal, or an unreadable one (which _check_seal reports), compares as the current format."""
+    if seal is None:
         return SEAL_FORMAT
+    try:
+        document = json.loads(seal.record_json)
+    except (TypeError, ValueError):
+        return SEAL_FORMAT
+    return (document.get("format") if isinstance(document, dict) else None) or SEAL_FORMAT
 
 
 def verify_evidence(store: Store, blobs: BlobStore, evidence_id: int, *, key_ids: Collection[str] | None = None,
