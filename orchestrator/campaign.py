@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections import Counter, defaultdict, deque
+from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import replace
@@ -49,6 +49,27 @@ _CRAWL_RETRIES = 2  # a page whose crawler died past Ray's retries is asked for 
 # fetches are sent. A page can still add its own refs on top (at most page size x media per post).
 FETCH_QUEUE_MAX = 256
 DETECT_QUEUE_MAX = 512
+URL_SHA_MAX = 20_000  # recently fetched URLs remembered (~6 MB)
+
+
+class LruMap(OrderedDict):
+    """A dict that keeps its `capacity` most recently used keys."""
+
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity = capacity
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        if key not in self:
+            return default
+        self.move_to_end(key)
+        return self[key]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        if len(self) > self.capacity:
+            self.popitem(last=False)
 
 
 class CampaignRun:
@@ -68,7 +89,11 @@ class CampaignRun:
         self.db_retry_s = db_retry_s  # None: DEEPWATCH_DB_RETRY_S or 120 s
         self.counts: Counter[str] = Counter()
         self.drops: dict[str, Counter[str]] = defaultdict(Counter)
-        self.url_sha: dict[str, str] = {}  # media URL -> sha256, for this run
+        # Media URL -> sha256 of what it served in this run, so a URL re-posted later is sighted
+        # without another fetch. Bounded (least recently used out): a URL that fell out is fetched
+        # again and its bytes land on the stored item through exact dedup, so the cap costs a
+        # fetch, never a wrong link, and the driver's memory stays flat on a long run.
+        self.url_sha: LruMap[str, str] = LruMap(URL_SHA_MAX)
         self.platform: Any = None  # the embedded demo platform, when the spec uses it
 
     # -- bookkeeping ---------------------------------------------------------------------------
@@ -237,7 +262,7 @@ class CampaignRun:
         for media in store.unanalysed_media():
             (provenance_queue if media.duplicate_of else detect_queue).append((media.sha256, media.kind, media.mime))
             self.metrics.came_in("detect")
-        queued_urls: set[str] = set()
+        queued_urls: set[str] = set()  # URLs on the fetch queue or being fetched
         sightings_waiting: dict[str, list[tuple[int, int]]] = defaultdict(list)  # url -> [(post_pk, pos)]
         for task in store.pending_media_tasks(self.campaign_id):
             sightings_waiting[task.url].append((task.post_pk, task.position))
@@ -361,6 +386,8 @@ class CampaignRun:
                 load[("f", ctx[0])] -= 1
                 if isinstance(result, Exception):
                     result = [Drop("fetch", "fetch worker failed", r.url, _root_cause(result)) for r in ctx[1]]
+                for ref in ctx[1]:
+                    queued_urls.discard(ref.url)  # out of the fetch stage: a later post may queue it again
                 for item in result:
                     if isinstance(item, Drop):
                         self._drop(item, stage="fetch")
@@ -395,7 +422,9 @@ class CampaignRun:
             if bytes_used >= spec.limits.max_bytes or out_of_time():
                 reason = "campaign byte limit reached" if bytes_used >= spec.limits.max_bytes else "campaign time limit reached"
                 while fetch_queue:
-                    self._drop(Drop("fetch", reason, fetch_queue.popleft().url))
+                    url = fetch_queue.popleft().url
+                    queued_urls.discard(url)
+                    self._drop(Drop("fetch", reason, url))
                 polls.clear()
                 parked.clear()  # their cursors are saved: a later run reads on from there
             schedule()

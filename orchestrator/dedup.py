@@ -57,8 +57,11 @@ class PerceptualIndex:
         self.image_max_distance = image_max_distance
         self.video_frame_distance = video_frame_distance
         self.image_loader = image_loader  # sha256 -> PIL image, for rule 3
-        self._sha: list[str] = []
-        self._pdq: list[list[str]] = []  # per image: its usable PDQ hashes (whole frame, region)
+        # Per image, in arrays rather than Python strings (a campaign's driver holds one index
+        # for the whole run, so its cost per item is what grows): the item's name, and its usable
+        # PDQ hashes (whole frame, region) for confirming pHash hits.
+        self._sha = _Digests()
+        self._pdq = _PdqSlots(slots=2)
         self._phash_index = BinaryHashIndex(bits=64)
         self._pdq_index = BinaryHashIndex(bits=256)
         self._videos: list[tuple[str, list[str], list]] = []  # (sha256, frame pHashes, vPDQ frames)
@@ -74,13 +77,14 @@ class PerceptualIndex:
                   region: RegionHashes | None = None) -> None:
         ident = len(self._sha)
         self._sha.append(sha256)
-        self._pdq.append([])
+        usable = []
         for ph, pdq, quality in _views(phash_hex, pdq_hex, pdq_quality, region):
             if ph:
                 self._phash_index.add_one(ident, ph)
             if pdq and (quality or 0) >= PDQ_QUALITY_MIN:
-                self._pdq_index.add_one(ident, pdq)
-                self._pdq[ident].append(pdq)
+                self._pdq_index.add_one(ident, pdq)  # parses the hex: a bad hash fails here
+                usable.append(pdq)
+        self._pdq.append(usable)
 
     def add_video(self, sha256: str, frame_hashes: list[str], vpdq: list | None = None) -> None:
         if frame_hashes or vpdq:
@@ -175,3 +179,52 @@ def _frames(vpdq: list | None) -> list:
 
 def _usable(frames: list) -> bool:
     return any(f.quality >= PDQ_QUALITY_MIN for f in frames)
+
+
+class _Digests:
+    """An append-only list of item names: a sha256 hex digest takes 32 bytes of one bytearray
+    (instead of a ~113-byte str); any other name is kept as given."""
+
+    def __init__(self) -> None:
+        self._raw = bytearray()
+        self._other: dict[int, str] = {}
+
+    def __len__(self) -> int:
+        return len(self._raw) // 32
+
+    def append(self, name: str) -> None:
+        ident = len(self)
+        digest = None
+        if len(name) == 64 and name == name.lower():
+            try:
+                digest = bytes.fromhex(name)
+            except ValueError:
+                pass
+        if digest is None:
+            self._other[ident] = name
+            digest = bytes(32)
+        self._raw += digest
+
+    def __getitem__(self, ident: int) -> str:
+        other = self._other.get(ident)
+        return other if other is not None else self._raw[32 * ident : 32 * ident + 32].hex()
+
+
+class _PdqSlots:
+    """Up to `slots` 256-bit hashes per item in one bytearray, with a count byte per item."""
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self._raw = bytearray()
+        self._count = bytearray()
+
+    def append(self, hashes: list[str]) -> None:
+        if len(hashes) > self.slots:
+            raise ValueError(f"at most {self.slots} PDQ hashes per item, got {len(hashes)}")
+        self._count.append(len(hashes))
+        self._raw += b"".join(bytes.fromhex(h) for h in hashes).ljust(32 * self.slots, b"\0")
+
+    def __getitem__(self, ident: int) -> list[str]:
+        base = 32 * self.slots * ident
+        return [self._raw[base + 32 * k : base + 32 * k + 32].hex() for k in range(self._count[ident])]
+
