@@ -229,6 +229,7 @@ class CampaignRun:
         spec, store, policy = self.spec, self.store, self._policy()
         blobs_root = spec.storage.blobs
         index = PerceptualIndex(image_max_distance=spec.detectors.phash_max_distance, image_loader=self._stored_image)
+        self.dedup_index = index  # for benchmarks that report its size
         images, videos = store.perceptual_hashes()
         for sha, ph, pdq, quality, region in images:
             index.add_image(sha, ph, pdq, quality, region=RegionHashes.from_json(region))

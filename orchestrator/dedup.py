@@ -69,6 +69,11 @@ class PerceptualIndex:
     def __len__(self) -> int:
         return len(self._sha) + len(self._videos)
 
+    def nbytes(self) -> int:
+        """Bytes held for images (hash tables, names, PDQ slots); videos' frame lists not counted."""
+        return (self._phash_index.nbytes() + self._pdq_index.nbytes() + len(self._sha._raw) + len(self._pdq._raw)
+                + len(self._pdq._count))
+
     def size(self) -> int:
         """len(), as a method a Ray actor handle can call."""
         return len(self)

@@ -3,8 +3,9 @@
 Multi-index hashing (Norouzi, Punjani & Fleet, "Fast search in Hamming space with multi-index
 hashing", CVPR 2012). Each hash is cut into ``m`` disjoint substrings (256-bit PDQ: 8 x 32 bits;
 64-bit pHash: 22 + 21 + 21 bits). Every substring has its own table: the ids of all hashes
-grouped ("bucketed") by the top ``p = 20`` bits of that substring, the remaining low bits kept
-beside each id so a bucket can be filtered without touching the full hash.
+grouped ("bucketed") by the top ``p`` bits of that substring (16 for a small index, growing with
+it to 20 from 16M hashes), the remaining low bits kept beside each id so a bucket can be filtered
+without touching the full hash.
 
 Why the answer is exact (pigeonhole). The substrings partition the bits, so the Hamming distance
 of two hashes is the sum of their substring distances. Write the radius as ``d = a*m + b`` with
@@ -21,7 +22,8 @@ exceed ``MAX_PROBE_RADIUS`` are answered by an exact linear scan instead.
 
 Memory for 10M PDQ hashes: codes 320 MB + ids 80 MB + 8 tables x (uint32 id + uint16 low bits)
 480 MB + bucket offsets 32 MB = 915 MB (``nbytes()``, measured by bench/index.py). 10M pHashes:
-80 + 80 + 3 x 60 + 12 = ~350 MB.
+80 + 80 + 3 x 60 + 12 = ~350 MB. Below 1M hashes the offsets shrink with the index (2**16
+buckets per table: 2 MB for PDQ), so memory is ~90 bytes per PDQ hash from the start.
 
 Updates. The bulk tables are immutable sorted arrays; new hashes go to a small "delta" buffer that
 is scanned linearly, and once it holds ``merge_threshold`` hashes it is merged into the tables
@@ -71,7 +73,17 @@ def _popcount(a: np.ndarray) -> np.ndarray:
     return _BYTE_POP[a.view(np.uint8)].reshape(*a.shape, a.itemsize).sum(axis=-1, dtype=np.uint8)
 
 
-PREFIX_BITS = 20  # 2**20 buckets per substring table
+PREFIX_BITS = 20  # 2**20 buckets per substring table at full size (16M hashes and up)
+#: Fewest prefix bits: a small index gets 2**16 buckets per table (PDQ: 2 MB of offsets instead
+#: of 32 MB). Not fewer, so a substring's low bits (32 - p for PDQ) still fit the uint16 column.
+MIN_PREFIX_BITS = 16
+
+
+def prefix_bits_for(n: int) -> int:
+    """Bucket prefix bits for an index of n hashes: about 4-8 hashes per bucket, within
+    [MIN_PREFIX_BITS, PREFIX_BITS]. The offsets tables cost 4 bytes x 2**p per substring: a fixed
+    2**20 put a 44 MB step into a campaign's memory at its dedup index's first merge."""
+    return max(MIN_PREFIX_BITS, min(PREFIX_BITS, int(n).bit_length() - 3))
 
 
 def _layout(bits: int) -> list[int]:
@@ -140,10 +152,8 @@ class BinaryHashIndex:
     def __init__(self, bits: int = 256, *, merge_threshold: int = DEFAULT_MERGE_THRESHOLD):
         self.bits = bits
         self.lengths = _layout(bits)
-        self.m, self.p = len(self.lengths), PREFIX_BITS
+        self.m = len(self.lengths)
         self.words = bits // 64
-        # Bits of each substring below its bucket prefix, kept beside each row (uint16).
-        self.low_bits = [length - self.p for length in self.lengths]
         self._starts = [sum(self.lengths[:j]) for j in range(self.m)]
         if merge_threshold < 1:
             raise ValueError(f"merge_threshold must be >= 1, got {merge_threshold}")
@@ -160,10 +170,19 @@ class BinaryHashIndex:
         self._dn = 0
         self._source: tuple[str, bool] | None = None  # (dir, mmap) while unchanged since load
         self._broken: str | None = None  # set while a merge is in progress
+        self._set_prefix_bits(MIN_PREFIX_BITS)
+
+    # -- construction ----------------------------------------------------------------------
+    def _set_prefix_bits(self, p: int) -> None:
+        """Use 2**p buckets per substring table (only while the tables are empty)."""
+        if not MIN_PREFIX_BITS <= p <= PREFIX_BITS:
+            raise ValueError(f"prefix bits must be in [{MIN_PREFIX_BITS}, {PREFIX_BITS}], got {p}")
+        self.p = p
+        # Bits of each substring below its bucket prefix, kept beside each row (uint16).
+        self.low_bits = [length - p for length in self.lengths]
         self._masks, self._mask_count = self._flip_masks()
         self._mask_weight = self._mask_weights(len(self._masks))
 
-    # -- construction ----------------------------------------------------------------------
     def _flip_masks(self) -> tuple[np.ndarray, list[int]]:
         """All p-bit masks with <= MAX_PROBE_RADIUS set bits, ordered by weight, and the count
         of masks of weight <= r for each r (so the masks for radius r are a prefix)."""
@@ -254,6 +273,17 @@ class BinaryHashIndex:
         base = self._codes.shape[0]
         if base + codes.shape[0] >= 2**32:
             raise ValueError("index is limited to 2**32 - 1 hashes (row numbers are uint32)")
+        p = prefix_bits_for(base + codes.shape[0])
+        if p != self.p:
+            # The index has outgrown its buckets (~log2(n) - 20 times in all, each once the size
+            # has doubled, so the rebuilds cost about one more build): bucket everything again.
+            if base:
+                codes, ids = np.concatenate([self._codes, codes]), np.concatenate([self._ids, ids])
+                base = 0
+            self._offsets, self._rows, self._lows = None, [], []
+            self._codes = np.empty((0, self.words), dtype=np.uint64)
+            self._ids = np.empty(0, dtype=np.int64)
+            self._set_prefix_bits(p)
         self._broken = "a merge into this index failed part-way; load it again from disk"
         nbuckets = 1 << self.p
         offsets = np.zeros((self.m, nbuckets + 1), dtype=np.uint32)
@@ -435,8 +465,9 @@ class BinaryHashIndex:
         if meta.get("format") != FORMAT_VERSION:
             raise ValueError(f"hash index at {source} has format {meta.get('format')!r}, expected {FORMAT_VERSION}")
         index = cls(meta["bits"], merge_threshold=meta["merge_threshold"])
-        if (index.lengths, index.p) != (meta["substring_bits"], meta["prefix_bits"]):
+        if index.lengths != meta["substring_bits"] or not MIN_PREFIX_BITS <= meta["prefix_bits"] <= PREFIX_BITS:
             raise ValueError(f"hash index at {source} uses a layout this version does not build")
+        index._set_prefix_bits(meta["prefix_bits"])
 
         def read(name: str, mapped: bool) -> np.ndarray:
             return np.load(source / f"{name}.npy", mmap_mode="r" if mapped else None)

@@ -173,3 +173,38 @@ def test_upstream_pdq_hash_lists_match_brute_force():
     index64.add([i for i, _ in items64], long64)
     for q in long64[::37]:
         assert index64.search(q, 10) == brute(items64, q, 10)
+
+
+def test_buckets_grow_with_the_index_and_answers_stay_exact(tmp_path):
+    """A small index uses 2**16 buckets per table; past 2**19 hashes a merge re-buckets it
+    (here 16 -> 17 prefix bits) and every answer still equals a brute-force scan, also after a
+    save and load."""
+    from storage.hashindex import MIN_PREFIX_BITS, parse_hex, parse_hex_many, prefix_bits_for
+
+    assert prefix_bits_for(0) == prefix_bits_for(70_000) == MIN_PREFIX_BITS
+    assert prefix_bits_for(600_000) == 17 and prefix_bits_for(10_020_000) == 20 == prefix_bits_for(10**9)
+    rng = np.random.default_rng(5)
+    hexes = [f"{v:016x}" for v in rng.integers(0, 2**63, size=600_000, dtype=np.int64).tolist()]
+    codes = parse_hex_many(hexes, 64)
+    index = BinaryHashIndex(64, merge_threshold=250_000)
+    index.add_codes(np.arange(0, 300_000), codes[:300_000])
+    assert index.p == MIN_PREFIX_BITS and index._offsets.shape == (3, 2**16 + 1)
+    index.add_codes(np.arange(300_000, 600_000), codes[300_000:])
+    assert index.p == 17 and index._offsets.shape == (3, 2**17 + 1) and len(index) == 600_000
+    queries = [flip_hex(hexes[k], int(rng.integers(0, 6)), rng) for k in range(0, 600_000, 60_000)]
+    queries += [random_hex(rng, 64) for _ in range(5)]
+
+    def scan(query: str, d: int) -> list[tuple[int, int]]:
+        dist = np.bitwise_count(codes[:, 0] ^ parse_hex(query, 64)[0]).astype(np.int64)
+        hits = np.flatnonzero(dist <= d)
+        return sorted(zip(hits.tolist(), dist[hits].tolist()), key=lambda h: (h[1], h[0]))
+
+    loaded = BinaryHashIndex.load(index.save(tmp_path / "idx"))
+    assert loaded.p == 17
+    found = 0
+    for q in queries:
+        for d in (3, 10):
+            expected = scan(q, d)
+            found += len(expected)
+            assert index.search(q, d) == expected and loaded.search(q, d) == expected
+    assert found >= 10  # the flipped copies of stored hashes are found
