@@ -12,7 +12,7 @@ records with seals (no Chromium capture: --capture turns it on).
 Reports posts/s and media/s end to end, the per-stage figures of the run report, the peak RSS of
 the driver and of all Ray processes (sampled with psutil every 0.5 s; the Ray figure sums RSS,
 so the shared object store is counted once per process that maps it), and both at 25/50/75/100%
-of the media handled, to show memory stays flat. `--nodes 1,2,4` runs the same campaign (at
+of the media handled (and every 2,000 evidence records written), to show memory stays flat. `--nodes 1,2,4` runs the same campaign (at
 --node-posts) on ray.cluster_utils.Cluster with that many simulated worker nodes, each with three
 logical CPUs and the "crawler" and "detector" resources, and 2 fetchers + 1 detector per node. On a
 machine with few cores the simulated nodes share those cores, so the figures show the overhead
@@ -41,6 +41,7 @@ import yaml
 from _common import ROOT, emit, environment
 
 MB = 1024 * 1024
+EVIDENCE_MARK_EVERY = 2000  # records: the driver's RSS is also sampled this often in the evidence phase
 
 
 def free_port() -> int:
@@ -147,6 +148,7 @@ def run_one(platform: Platform, posts: int, *, nodes: int | None, classifier: st
         cluster.wait_for_nodes(timeout=120)
         address = cluster.address
     marks: dict[Any, dict[str, float]] = {}
+    evidence_marks: dict[int, float] = {}
     with tempfile.TemporaryDirectory(prefix="dw-bench-") as tmp, \
             MemorySampler(exclude={platform.proc.pid}) as mem:
         data = campaign_spec(Path(tmp), platform.base_url, posts, fetchers=2 * per_node, detectors=per_node,
@@ -166,6 +168,9 @@ def run_one(platform: Platform, posts: int, *, nodes: int | None, classifier: st
                                   "ray_rss_mb": round(ray_rss / MB, 1), "platform_rss_mb": round(platform.rss() / MB, 1)}
             if counts["evidence_written"] and "evidence_started" not in phase:
                 phase["evidence_started"] = time.monotonic() - t0
+            written = counts["evidence_written"]
+            if written and written % EVIDENCE_MARK_EVERY == 0 and written not in evidence_marks:
+                evidence_marks[written] = round(mem.sample()[0] / MB, 1)  # driver RSS while records are written
 
         run = CampaignRun(parse_spec(data), yaml.safe_dump(data, allow_unicode=True), address=address, progress=progress)
         report = run.run()
@@ -187,6 +192,7 @@ def run_one(platform: Platform, posts: int, *, nodes: int | None, classifier: st
         "peak_driver_rss_mb": round(mem.peak_driver / MB, 1),
         "peak_ray_rss_mb": round(mem.peak_ray / MB, 1),
         "memory_at_pct": {str(k): v for k, v in marks.items()},
+        "driver_rss_mb_by_evidence_records": {str(k): v for k, v in evidence_marks.items()},
         "counts": {k: c[k] for k in ("posts", "posts_new", "media_refs", "media_fetched", "unique", "duplicates_exact",
                                      "duplicates_near", "analysed", "provenance_checked", "bank_matches", "evidence_written",
                                      "sealed", "dropped")},
