@@ -12,11 +12,12 @@ records with seals (no Chromium capture: --capture turns it on).
 Reports posts/s and media/s end to end, the per-stage figures of the run report, the peak RSS of
 the driver and of all Ray processes (sampled with psutil every 0.5 s; the Ray figure sums RSS,
 so the shared object store is counted once per process that maps it), and both at 25/50/75/100%
-of the media handled (and every 2,000 evidence records written), to show memory stays flat. `--nodes 1,2,4` runs the same campaign (at
---node-posts) on ray.cluster_utils.Cluster with that many simulated worker nodes, each with three
-logical CPUs and the "crawler" and "detector" resources, and 2 fetchers + 1 detector per node. On a
-machine with few cores the simulated nodes share those cores, so the figures show the overhead
-of more nodes and actors, not a speed-up.
+of the media handled, with the dedup index's own bytes (what is meant to grow), and the driver's
+RSS every 2,000 evidence records written, to show memory stays flat. `--nodes 1,2,4` runs the
+same campaign (at --node-posts) on ray.cluster_utils.Cluster with that many simulated worker
+nodes, each with three logical CPUs and the "crawler" and "detector" resources, and 2 fetchers +
+1 detector per node. On a machine with few cores the simulated nodes share those cores, so the
+figures show the overhead of more nodes and actors, not a speed-up.
 
     .venv/bin/python bench/campaign.py [--quick] [--posts 100000] [--nodes 1,2,4] [--node-posts 5000]
 """
