@@ -163,7 +163,7 @@ def run_one(platform: Platform, posts: int, *, nodes: int | None, classifier: st
             for pct in (25, 50, 75, 100):  # 100: every item handled, before evidence and Ray's shutdown
                 if pct not in marks and handled >= expected_items * pct / 100:
                     driver, ray_rss = mem.sample()
-                    index = getattr(run, "dedup_index", None)
+                    index = run.dedup_index
                     marks[pct] = {"seconds": round(time.monotonic() - t0, 1), "driver_rss_mb": round(driver / MB, 1),
                                   "dedup_index_mb": round(index.nbytes() / MB, 1) if index is not None else None,
                                   "ray_rss_mb": round(ray_rss / MB, 1), "platform_rss_mb": round(platform.rss() / MB, 1)}

@@ -95,6 +95,7 @@ class CampaignRun:
         # fetch, never a wrong link, and the driver's memory stays flat on a long run.
         self.url_sha: LruMap[str, str] = LruMap(URL_SHA_MAX)
         self.platform: Any = None  # the embedded demo platform, when the spec uses it
+        self.dedup_index: PerceptualIndex | None = None  # the run's index, once built (benchmarks report its size)
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def _count(self, key: str, n: int = 1) -> None:
@@ -229,7 +230,7 @@ class CampaignRun:
         spec, store, policy = self.spec, self.store, self._policy()
         blobs_root = spec.storage.blobs
         index = PerceptualIndex(image_max_distance=spec.detectors.phash_max_distance, image_loader=self._stored_image)
-        self.dedup_index = index  # for benchmarks that report its size
+        self.dedup_index = index
         images, videos = store.perceptual_hashes()
         for sha, ph, pdq, quality, region in images:
             index.add_image(sha, ph, pdq, quality, region=RegionHashes.from_json(region))

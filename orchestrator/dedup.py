@@ -71,8 +71,7 @@ class PerceptualIndex:
 
     def nbytes(self) -> int:
         """Bytes held for images (hash tables, names, PDQ slots); videos' frame lists not counted."""
-        return (self._phash_index.nbytes() + self._pdq_index.nbytes() + len(self._sha._raw) + len(self._pdq._raw)
-                + len(self._pdq._count))
+        return self._phash_index.nbytes() + self._pdq_index.nbytes() + self._sha.nbytes() + self._pdq.nbytes()
 
     def size(self) -> int:
         """len(), as a method a Ray actor handle can call."""
@@ -210,6 +209,9 @@ class _Digests:
             digest = bytes(32)
         self._raw += digest
 
+    def nbytes(self) -> int:
+        return len(self._raw)  # plus the rare names that are not digests
+
     def __getitem__(self, ident: int) -> str:
         other = self._other.get(ident)
         return other if other is not None else self._raw[32 * ident : 32 * ident + 32].hex()
@@ -229,7 +231,9 @@ class _PdqSlots:
         self._count.append(len(hashes))
         self._raw += b"".join(bytes.fromhex(h) for h in hashes).ljust(32 * self.slots, b"\0")
 
+    def nbytes(self) -> int:
+        return len(self._raw) + len(self._count)
+
     def __getitem__(self, ident: int) -> list[str]:
         base = 32 * self.slots * ident
         return [self._raw[base + 32 * k : base + 32 * k + 32].hex() for k in range(self._count[ident])]
-

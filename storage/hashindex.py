@@ -275,8 +275,8 @@ class BinaryHashIndex:
             raise ValueError("index is limited to 2**32 - 1 hashes (row numbers are uint32)")
         p = prefix_bits_for(base + codes.shape[0])
         if p != self.p:
-            # The index has outgrown its buckets (~log2(n) - 20 times in all, each once the size
-            # has doubled, so the rebuilds cost about one more build): bucket everything again.
+            # The index has outgrown its buckets (at most PREFIX_BITS - MIN_PREFIX_BITS times,
+            # each once the size has doubled, so together about one more build): re-bucket it all.
             if base:
                 codes, ids = np.concatenate([self._codes, codes]), np.concatenate([self._ids, ids])
                 base = 0
