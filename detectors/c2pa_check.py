@@ -5,7 +5,9 @@ status codes rather than the overall state alone, because the overall state mixe
 different things:
 
 * credential problems (an untrusted or since-expired signing certificate): the signature
-  still checks out, so the claims are what the signer said; this is NOT a forgery;
+  still checks out, so the claims are what the signer said; this is NOT a forgery, but who
+  the signer is decides what the claim is worth (detectors/c2pa_trust.py: only a signer whose
+  chain ends in a configured trust anchor can confirm AI);
 * tampering (a data-hash mismatch): the pixels were changed after signing;
 * a broken signature or altered manifest: nothing in it can be relied on.
 """
@@ -16,19 +18,11 @@ import json
 from typing import Any
 
 from detectors.base import Detection, MediaInput
+from detectors.c2pa_trust import TrustSettings, assess, cert_facts, trust_words
 from detectors.hashing import sniff_mime
+from detectors.source_types import SYNTHETIC, lookup
 
-DETECTOR_VERSION = "1.0"
-
-# IPTC digital source types that mean generative / algorithmic creation.
-GENERATIVE_SOURCE_TYPES = frozenset(
-    {
-        "trainedAlgorithmicMedia",
-        "compositeWithTrainedAlgorithmicMedia",
-        "algorithmicMedia",
-        "compositeSynthetic",
-    }
-)
+DETECTOR_VERSION = "2.0"  # 2.0: trust list decides; IPTC source types mapped term by term
 # Failure codes about the certificate or the clock, not about what was signed.
 _CREDENTIAL_PREFIXES = ("signingCredential.untrusted", "signingCredential.expired",
                         "signingCredential.ocsp", "timeStamp.")
@@ -70,11 +64,6 @@ def _source_types(value: Any) -> list[str]:
     return found
 
 
-def _term(uri: str) -> str:
-    """'http://cv.iptc.org/newscodes/digitalsourcetype/algorithmicMedia' -> 'algorithmicMedia'."""
-    return uri.rstrip("/").rsplit("/", 1)[-1]
-
-
 def _claim_generator(manifest: dict[str, Any]) -> str | None:
     if manifest.get("claim_generator"):
         return str(manifest["claim_generator"])
@@ -96,8 +85,13 @@ def _signer_words(signer: dict[str, Any]) -> str:
     return f"{name} (issuer {issuer})" if issuer and issuer != name else name
 
 
-def analyse_store(store: dict[str, Any]) -> dict[str, Any]:
-    """The facts fusion and investigators need from a Reader.json() manifest store."""
+def analyse_store(store: dict[str, Any], signature: dict[str, Any] | None = None,
+                  trust: TrustSettings | None = None) -> dict[str, Any]:
+    """The facts fusion and investigators need from a Reader.json() manifest store.
+
+    `signature`: the active manifest's crJSON `signature` object (certificate and timestamp
+    details); `trust`: the settings the store was validated with (to name the anchor).
+    """
     manifests: dict[str, Any] = store.get("manifests") or {}
     active_label = store.get("active_manifest")
     active = manifests.get(active_label, {}) if active_label else {}
@@ -121,18 +115,23 @@ def analyse_store(store: dict[str, Any]) -> dict[str, Any]:
     for label, manifest in manifests.items():
         for assertion in manifest.get("assertions") or []:
             for uri in _source_types(assertion.get("data")):
+                known = lookup(uri)
                 declarations.append(
                     {
                         "manifest": label,
                         "active": label == active_label,
                         "assertion": assertion.get("label"),
-                        "type": _term(uri),
+                        "type": known.term,
+                        "category": known.category,
+                        "meaning": known.meaning,
                         "uri": uri,
                         "claim_generator": _claim_generator(manifest),
                         "signer": _signer(manifest),
                     }
                 )
-    generative = [d for d in declarations if d["type"] in GENERATIVE_SOURCE_TYPES]
+    generative = [d for d in declarations if lookup(d["type"]).declares_ai]
+    synthetic = [d for d in declarations if d["category"] == SYNTHETIC]
+    signer_trust = assess(results, cert_facts(signature), trust, fallback_signer=_signer(active)) if manifests else None
     return {
         "manifest_present": bool(manifests),
         "manifest_count": len(manifests),
@@ -145,8 +144,10 @@ def analyse_store(store: dict[str, Any]) -> dict[str, Any]:
         "digital_source_types": declarations,
         "generative_ai_declared": bool(generative),
         "generative_source_types": sorted({d["type"] for d in generative}),
+        "synthetic_source_types": sorted({d["type"] for d in synthetic}),
         "signed_valid": signed_valid,
-        "trusted": "signingCredential.trusted" in success and not credential,
+        "trusted": bool(signer_trust and signer_trust["trusted"]),
+        "trust": signer_trust,
         "credential_codes": credential,
         "tampered": bool(tamper),
         "tamper_codes": tamper,
@@ -160,7 +161,8 @@ def judge(facts: dict[str, Any]) -> tuple[str, list[str]]:
         return "inconclusive", ["no C2PA manifest"]
     reasons: list[str] = []
     outcome = "real"
-    declared = [d for d in facts["digital_source_types"] if d["type"] in GENERATIVE_SOURCE_TYPES]
+    declared = [d for d in facts["digital_source_types"] if lookup(d["type"]).declares_ai]
+    synthetic = [d for d in facts["digital_source_types"] if d.get("category") == SYNTHETIC]
     if declared:
         first = next((d for d in declared if d["active"]), declared[0])
         where = "" if first["active"] else " in an ingredient's manifest"
@@ -169,6 +171,13 @@ def judge(facts: dict[str, Any]) -> tuple[str, list[str]]:
             f"{_signer_words(first['signer'])}, claim generator {first['claim_generator'] or 'unknown'})"
         )
         outcome = "fake"
+    elif synthetic:
+        first = next((d for d in synthetic if d["active"]), synthetic[0])
+        reasons.append(
+            f"C2PA manifest declares {first['type']} ({first['meaning']}): other synthetic or algorithmic "
+            "media, not generative AI; a finding, not flagged on its own"
+        )
+        outcome = "inconclusive"
     else:
         reasons.append(
             f"C2PA manifest present (signed by {_signer_words(facts['signer'])}, claim generator "
@@ -185,11 +194,15 @@ def judge(facts: dict[str, Any]) -> tuple[str, list[str]]:
         codes = ", ".join(facts["signature_failure_codes"]) or "claimSignature.validated missing"
         reasons.append(f"C2PA signature or manifest does not validate ({codes}): its claims cannot be relied on")
         outcome = "inconclusive"
-    elif facts["credential_codes"]:
-        reasons.append(
-            f"signing certificate not trusted here ({', '.join(facts['credential_codes'])}); "
-            "the signature itself is valid, so this is not a forgery"
-        )
+    elif facts.get("trust"):
+        trust = facts["trust"]
+        if trust["trusted"]:
+            reasons.append(f"C2PA signer trusted: {trust_words(trust)}")
+        else:
+            reasons.append(
+                f"C2PA signer untrusted: {trust_words(trust)}; the signature itself is valid, so this is "
+                "not a forgery, but anyone can make such a certificate"
+            )
     return outcome, reasons
 
 
@@ -199,30 +212,30 @@ class C2PADetector:
     name = "c2pa"
     kinds = ("image", "video")
 
-    def __init__(self, *, trust_anchors_pem: str | None = None) -> None:
-        """`trust_anchors_pem`: CA certificates (PEM) whose signers count as trusted.
-
-        Without it every signer is "untrusted", which this detector does not hold against a
-        manifest; with it, `details["trusted"]` tells the operator's trust list apart.
-        """
+    def __init__(self, *, trust: TrustSettings | None = None) -> None:
+        """`trust`: whose signatures count (default: the bundled C2PA trust list plus the anchors
+        and allowed signers named in DEEPWATCH_C2PA_TRUST_ANCHORS / _ALLOWED_SIGNERS)."""
         import c2pa
 
         self._c2pa = c2pa
+        self.trust = trust if trust is not None else TrustSettings.from_env()
         self.version = f"{DETECTOR_VERSION}+c2pa-python-{c2pa.__version__}+c2pa-rs-{c2pa.sdk_version()}"
-        self._context = (
-            c2pa.Context.from_dict({"trust": {"trust_anchors": trust_anchors_pem}})
-            if trust_anchors_pem
-            else None
-        )
+        self._context = c2pa.Context.from_dict(self.trust.sdk_settings())
 
-    def read_store(self, data: bytes, mime: str | None) -> dict[str, Any] | None:
-        """Reader.json() as a dict, or None when the file has no manifest. Raises C2paError."""
+    def read_store(self, data: bytes, mime: str | None) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+        """(Reader.json(), the active manifest's crJSON signature) or None when the file has no
+        manifest. Raises C2paError."""
         fmt = sniff_mime(data) or (mime or None)
         reader = self._c2pa.Reader.try_create(fmt, io.BytesIO(data), None, self._context)
         if reader is None:
             return None
         with reader:
-            return json.loads(reader.json())
+            store = json.loads(reader.json())
+            try:  # certificate and timestamp details live only in the crJSON view
+                signature = _active_signature(json.loads(reader.crjson()), store.get("active_manifest"))
+            except Exception:  # an older reader or an odd manifest: trust is judged without names
+                signature = None
+            return store, signature
 
     def detect_one(self, item: MediaInput) -> Detection:
         err = self._c2pa.C2paError
@@ -240,7 +253,7 @@ class C2PADetector:
             return self._result("error", [f"C2PA reader failed: {type(exc).__name__}: {exc}"], {})
         if store is None:
             return self._result("inconclusive", ["no C2PA manifest"], {"manifest_present": False})
-        facts = analyse_store(store)
+        facts = analyse_store(store[0], store[1], self.trust)
         outcome, reasons = judge(facts)
         return self._result(outcome, reasons, facts)
 
@@ -257,4 +270,15 @@ class C2PADetector:
         )
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version}
+        return {"name": self.name, "version": self.version, "trust": self.trust.describe()}
+
+
+def _active_signature(crjson: dict[str, Any], label: str | None) -> dict[str, Any] | None:
+    """The crJSON `signature` object of the manifest labelled `label`."""
+    manifests = crjson.get("manifests") or []
+    if isinstance(manifests, dict):
+        manifests = list(manifests.values())
+    for manifest in manifests:
+        if not label or manifest.get("label") == label:
+            return manifest.get("signature")
+    return None

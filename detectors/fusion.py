@@ -2,9 +2,11 @@
 
 Bands, strongest first:
 
-* ``confirmed_ai``  a C2PA manifest whose signature validates declares generative AI and
-                    the content was not altered after signing;
-* ``likely_fake``   a known generator watermark decoded, the classifier scored at or
+* ``confirmed_ai``  a C2PA manifest whose signature validates declares generative AI, its
+                    signer's chain ends in a configured trust anchor (detectors/c2pa_trust.py)
+                    and the content was not altered after signing;
+* ``likely_fake``   the same declaration from a valid but untrusted signer (anyone can make a
+                    certificate), a known generator watermark decoded, the classifier scored at or
                     above its threshold, or unsigned metadata names an AI generator (or
                     declares AI as the IPTC digital source type) and another detector agrees
                     (a classifier score at or above the review threshold, a watermark, a
@@ -118,7 +120,13 @@ def _c2pa(det: Detection, found: dict[Band, list[str]]) -> None:
     declaration = [r for r in det.reasons if " declares " in r]
     tamper = [r for r in det.reasons if "tampering" in r]
     if declared and valid and not tampered:
-        found["confirmed_ai"].extend(declaration)
+        trust = facts.get("trust") or {}
+        if facts.get("trusted"):
+            found["confirmed_ai"].extend(declaration + [r for r in det.reasons if r.startswith("C2PA signer trusted")])
+        else:
+            signer = trust.get("signer") or trust.get("issuer") or "an unnamed signer"
+            found["likely_fake"].extend(
+                f"{r}, but the signer {signer} is not on the trust list: at most a likely fake" for r in declaration)
         return
     if tampered:
         found["needs_review"].extend(tamper)

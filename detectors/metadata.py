@@ -28,33 +28,13 @@ from typing import Any
 
 from detectors.base import Detection, MediaInput
 from detectors.hashing import sniff_mime
+from detectors.source_types import AI_CATEGORIES, CATEGORY_WORDS, lookup
 
 DETECTOR_VERSION = "1.0"
 
 # ------------------------------------------------------------------------------------ vocabulary
 
-# IPTC NewsCodes "digitalsourcetype" (https://cv.iptc.org/newscodes/digitalsourcetype/): the term
-# at the end of the URI -> (what it means for us, plain words). Terms not listed are "other".
-GENERATIVE, SYNTHETIC, OTHER = "generative", "synthetic", "other"
-DIGITAL_SOURCE_TYPES: dict[str, tuple[str, str]] = {
-    "trainedAlgorithmicMedia": (GENERATIVE, "made by generative AI"),
-    "compositeWithTrainedAlgorithmicMedia": (GENERATIVE, "a composite that includes generative-AI elements"),
-    "algorithmicMedia": (SYNTHETIC, "made by an algorithm without training data"),
-    "compositeSynthetic": (SYNTHETIC, "a composite that includes synthetic elements"),
-    "algorithmicallyEnhanced": (OTHER, "a capture enhanced by an algorithm"),
-    "digitalCapture": (OTHER, "a digital camera capture"),
-    "computationalCapture": (OTHER, "a camera capture processed computationally"),
-    "compositeCapture": (OTHER, "a composite of captures"),
-    "dataDrivenMedia": (OTHER, "generated from data (a chart, a visualisation)"),
-    "digitalArt": (OTHER, "made by a person with digital tools"),
-    "virtualRecording": (OTHER, "a recording of a virtual scene"),
-    "screenCapture": (OTHER, "a screen capture"),
-    "humanEdits": (OTHER, "a capture edited by a person"),
-    "minorHumanEdits": (OTHER, "a capture with minor edits by a person"),
-    "negativeFilm": (OTHER, "a scan of a film negative"),
-    "positiveFilm": (OTHER, "a scan of a film positive"),
-    "print": (OTHER, "a scan of a print"),
-}
+# IPTC digital source types: one table for C2PA, metadata and reports (detectors/source_types.py).
 _DST_URI = re.compile(r"https?://cv\.iptc\.org/newscodes/digitalsourcetype/([A-Za-z]+)")
 
 # Which metadata fields name the tool that made or last saved a file.
@@ -310,8 +290,8 @@ def source_types(fields: list[tuple[str, str]]) -> list[dict[str, str]]:
             continue
         match = _DST_URI.search(value)
         term = match.group(1) if match else value.strip().rsplit("/", 1)[-1]
-        category, words = DIGITAL_SOURCE_TYPES.get(term, (OTHER, "a source type this detector does not know"))
-        entry = {"term": term, "uri": value.strip(), "category": category, "meaning": words}
+        known = lookup(term)
+        entry = {"term": known.term, "uri": value.strip(), "category": known.category, "meaning": known.meaning}
         if entry not in found:
             found.append(entry)
     return found
@@ -327,7 +307,8 @@ def judge(fields: list[tuple[str, str]]) -> tuple[str, list[str], dict[str, Any]
     """Outcome, plain-words reasons and details from the collected (field, value) pairs."""
     declared = source_types(fields)
     signs = find_signs(fields)
-    ai_types = [d for d in declared if d["category"] in (GENERATIVE, SYNTHETIC)]
+    # Only generative AI and AI-edited count; other synthetic media is a finding, never a claim of AI.
+    ai_types = [d for d in declared if d["category"] in AI_CATEGORIES]
     reasons = [
         f"unsigned XMP metadata declares the IPTC digital source type {d['term']} ({d['meaning']})"
         for d in ai_types
@@ -343,7 +324,8 @@ def judge(fields: list[tuple[str, str]]) -> tuple[str, list[str], dict[str, Any]
     }
     if reasons:
         return "fake", reasons + [UNSIGNED_CAVEAT], details
-    other = [f"unsigned metadata declares {d['term']} ({d['meaning']}); not relied on" for d in declared]
+    other = [f"unsigned metadata declares {d['term']} ({d['meaning']}; {CATEGORY_WORDS[d['category']]}); "
+             "not relied on" for d in declared]
     return "inconclusive", other + [
         "no AI generator metadata or IPTC digital source type of AI found (metadata is easily "
         "stripped, so its absence says nothing about the content)"

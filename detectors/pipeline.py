@@ -115,6 +115,7 @@ class DetectionPipeline:
         scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
         max_scene_frames: int = DEFAULT_MAX_SCENE_FRAMES,
         classifiers: list[dict[str, Any]] | None = None,
+        c2pa_trust: Any = None,
     ):
         """`metadata`: read unsigned provenance metadata (IPTC/XMP, EXIF, PNG text; cheap).
         `video_faces`: score face crops of video frames (OpenCV's bundled Haar cascade).
@@ -124,7 +125,8 @@ class DetectionPipeline:
         besides `video_frames` uniform frames, take up to that many shot starts.
         `threshold` None: the classifier's calibrated threshold (calibration.json beside its
         weights, written by `deepwatch detectors eval`), else 0.5. `classifiers`: an ensemble
-        (detectors.ensemble member dicts) instead of `classifier_model`.
+        (detectors.ensemble member dicts) instead of `classifier_model`. `c2pa_trust`: a
+        detectors.c2pa_trust.TrustSettings (None: the C2PA trust list plus the environment's).
         """
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
@@ -163,7 +165,7 @@ class DetectionPipeline:
         self.faces = FaceFinder() if video_faces and self.classifier is not None else None
         self.others = []  # detectors that take the bytes as they are
         if c2pa:
-            self.others.append(registry.create("c2pa"))
+            self.others.append(registry.create("c2pa", trust=c2pa_trust))
         if watermark:
             self.others.append(registry.create("invisible-watermark"))
         if metadata:
