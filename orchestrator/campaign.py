@@ -194,12 +194,27 @@ class CampaignRun:
             per_host_rps=net.per_host_rps / workers if net.per_host_rps else None,
         )
 
+    def _c2pa_trust(self) -> Any:
+        """The spec's C2PA trust settings (plus the environment's), and the demo world's CA when
+        this run crawls the embedded demo platform and the spec trusts it."""
+        from detectors.c2pa_trust import TrustSettings
+
+        t, demo = self.spec.detectors.c2pa_trust, self.spec.demo_platform
+        own = {}
+        if self.spec.uses_embedded_platform() and demo.trust_own_ca:
+            from demo_platform.provenance import signing_identity
+
+            own["the demo platform's own CA"] = signing_identity(demo.seed).ca_pem
+        return TrustSettings.from_env(anchors=t.anchors, allowed_signers=t.allowed_signers,
+                                      use_c2pa_list=t.c2pa_trust_list, extra_anchor_pem=own)
+
     def _detector_kwargs(self) -> dict[str, Any]:
         d = self.spec.detectors
         kwargs: dict[str, Any] = dict(
             c2pa=d.c2pa, watermark=d.watermark, metadata=d.metadata, video_frames=d.video_frames,
             video_faces=d.video_faces, video_frame_with_faces=d.video_frame_with_faces,
             scene_changes=d.scene_changes, scene_threshold=d.scene_threshold, max_scene_frames=d.max_scene_frames,
+            c2pa_trust=self._c2pa_trust(),
         )
         if d.classifier is not None:
             c = d.classifier

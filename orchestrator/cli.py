@@ -353,12 +353,20 @@ def scan(
         None, min=0.0, max=1.0, help="Fake at or above this score (default: the model's calibrated threshold, else 0.5)"),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per input, one per line"),
     allow_network: list[str] = typer.Option([], "--allow-network", help="CIDR that URLs may resolve to (e.g. 127.0.0.0/8)"),
+    trust_anchor: list[Path] = typer.Option([], "--trust-anchor", help="PEM of a CA whose C2PA signers count (besides the C2PA trust list)"),
+    allowed_signer: list[Path] = typer.Option([], "--allowed-signer", help="PEM of a C2PA signing certificate to trust as is"),
 ) -> None:
     """Analyse files or URLs without a campaign."""
+    from detectors.c2pa_trust import TrustConfigError, TrustSettings
     from orchestrator.scan import scan_inputs
 
     model = model or _default_model()
-    for result in scan_inputs(inputs, model=model, threshold=threshold, allow_networks=tuple(allow_network)):
+    try:
+        trust = TrustSettings.from_env(anchors=trust_anchor, allowed_signers=allowed_signer)
+    except TrustConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    for result in scan_inputs(inputs, model=model, threshold=threshold, allow_networks=tuple(allow_network),
+                              c2pa_trust=trust):
         if as_json:
             typer.echo(json.dumps(result, ensure_ascii=False, default=str))
         else:

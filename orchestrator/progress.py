@@ -177,3 +177,7 @@ def print_scan(console: Console, result: dict[str, Any]) -> None:
     console.print(f"[bold]{escape(result['input'])}[/]  {v['band']}  score {v['score']}  sha256 {result['sha256'][:16]}")
     for reason in v["reasons"]:
         console.print(f"  - {escape(reason)}")
+    if result.get("c2pa_trust"):
+        from detectors.c2pa_trust import trust_words
+
+        console.print(f"  C2PA trust: {escape(trust_words(result['c2pa_trust']))}")

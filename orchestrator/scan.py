@@ -10,14 +10,16 @@ from agents.base import Drop, MediaRef
 
 
 def scan_inputs(
-    inputs: list[str], *, model: str | None, threshold: float | None = None, allow_networks: tuple[str, ...] = ()
+    inputs: list[str], *, model: str | None, threshold: float | None = None, allow_networks: tuple[str, ...] = (),
+    c2pa_trust: Any = None,
 ) -> Iterator[dict[str, Any]]:
     from detectors.base import MediaInput
     from detectors.hashing import MediaDecodeError, probe_media
     from detectors.pipeline import DetectionPipeline
 
     # threshold None: the model's calibrated one (else 0.5); the review threshold follows it down.
-    pipeline = DetectionPipeline(classifier_model=model, threshold=threshold, review_threshold=0.3)
+    pipeline = DetectionPipeline(classifier_model=model, threshold=threshold, review_threshold=0.3,
+                                 c2pa_trust=c2pa_trust)
     fetcher = None
     try:
         for item in inputs:
@@ -56,6 +58,8 @@ def scan_inputs(
                 "frame_hashes": list(info.frame_hashes),
                 "detections": [d.to_dict() for d in analysis.detections],
                 "verdict": {"band": v.band, "score": v.score, "reasons": list(v.reasons)},
+                "c2pa_trust": next((d.details.get("trust") for d in analysis.detections
+                                    if d.detector == "c2pa" and d.details.get("trust")), None),
             }
     finally:
         if fetcher is not None:

@@ -130,12 +130,31 @@ class Ensemble(_Strict):
         return self
 
 
+class C2PATrust(_Strict):
+    """Whose C2PA signatures can confirm AI (detectors/c2pa_trust.py). Paths are PEM files."""
+
+    c2pa_trust_list: bool = True  # the bundled C2PA Conformance Program list
+    anchors: list[str] = Field(default_factory=list)  # the deployment's own CAs
+    allowed_signers: list[str] = Field(default_factory=list)  # end-entity certificates, one by one
+
+    @field_validator("anchors", "allowed_signers")
+    @classmethod
+    def _readable_pem(cls, paths: list[str]) -> list[str]:
+        from detectors.c2pa_trust import load_certs
+
+        for path in paths:
+            if not load_certs(path):  # raises TrustConfigError (a ValueError) naming the file
+                raise ValueError(f"C2PA trust file {path}: holds no certificate")
+        return paths
+
+
 class Detectors(_Strict):
     classifier: Classifier | None = None
     # An ensemble instead of one classifier: scores combined by weighted mean (`ensemble`).
     classifiers: list[EnsembleMember] | None = None
     ensemble: Ensemble | None = None
     c2pa: bool = True
+    c2pa_trust: C2PATrust = C2PATrust()
     watermark: bool = True
     # Unsigned provenance metadata (IPTC/XMP digital source type, EXIF, PNG text of generators).
     metadata: bool = True
@@ -231,6 +250,9 @@ class DemoPlatform(_Strict):
     # A fixed port keeps post and media URLs the same across runs, so a resumed or repeated run
     # finds what an earlier one stored; 0 = any free port. A busy port falls back to a free one.
     port: int = Field(default=8731, ge=0, le=65535)
+    # Trust the demo world's own C2PA CA, so its planted signed fakes are confirmed: no outside
+    # list knows that CA, and an untrusted signer can at most make a likely fake.
+    trust_own_ca: bool = True
 
 
 class Scaling(_Strict):
