@@ -312,3 +312,9 @@ def trust_words(trust: dict[str, Any]) -> str:
     stamp = (f"; timestamp {ts['time']} by {ts['tsa'] or 'an unnamed TSA'}"
              f" ({'trusted' if ts.get('trusted') else 'untrusted'})") if ts else "; no timestamp"
     return f"{who}; {state}{stamp}"
+
+
+def trust_of(detections: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The C2PA signer's trust record among stored detection dicts, if a manifest was read."""
+    return next((d["details"]["trust"] for d in detections
+                 if d.get("detector") == "c2pa" and (d.get("details") or {}).get("trust")), None)

@@ -382,6 +382,9 @@ def _notice_item(item: dict[str, Any], config: TakedownConfig, lang: str) -> dic
                     "matched_sha256": ev.matched_sha256, "match_distance": ev.match_distance},
         "detections": [_detection(x) for x in item["detections"]],
         "provenance": [_detection(x) | {"details": x["details"]} for x in item["provenance"]],
+        # Who vouches for a C2PA claim: signer, issuer, trusted or not and by which anchor, TSA.
+        "c2pa_trust": next((x["details"]["trust"] for x in item["provenance"]
+                            if x["detector"] == "c2pa" and (x["details"] or {}).get("trust")), None),
         "bank_matches": [b | {"added_at": _when(b["added_at"], zone)} for b in item["bank_matches"]],
         "bank_case": item["bank_case"],
         "reviews": [r | {"at": _when(r["at"], zone)} for r in item["reviews"]],

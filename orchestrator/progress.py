@@ -142,6 +142,10 @@ def print_evidence_detail(console: Console, rec: dict[str, Any], tz: str = "UTC"
         console.print(f"re-upload of {rec['matched_sha256']} (distance {rec['match_distance']})")
     for reason in rec["reasons"]:
         console.print(f"  - {escape(reason)}")
+    from detectors.c2pa_trust import trust_of, trust_words
+
+    if (trust := trust_of(rec["detections"])) is not None:
+        console.print(f"C2PA trust {escape(trust_words(trust))}", highlight=False)
     det = Table(title="detections")
     for col in ("detector", "version", "model", "weights", "outcome", "score", "threshold"):
         det.add_column(col)
