@@ -28,7 +28,7 @@ from typing import Any
 
 from detectors.base import Detection, MediaInput
 from detectors.hashing import sniff_mime
-from detectors.source_types import AI_CATEGORIES, CATEGORY_WORDS, lookup
+from detectors.source_types import AI_CATEGORIES, lookup
 
 DETECTOR_VERSION = "1.0"
 
@@ -324,8 +324,7 @@ def judge(fields: list[tuple[str, str]]) -> tuple[str, list[str], dict[str, Any]
     }
     if reasons:
         return "fake", reasons + [UNSIGNED_CAVEAT], details
-    other = [f"unsigned metadata declares {d['term']} ({d['meaning']}; {CATEGORY_WORDS[d['category']]}); "
-             "not relied on" for d in declared]
+    other = [f"unsigned metadata declares {d['term']} ({d['meaning']}); not relied on" for d in declared]
     return "inconclusive", other + [
         "no AI generator metadata or IPTC digital source type of AI found (metadata is easily "
         "stripped, so its absence says nothing about the content)"

@@ -60,7 +60,7 @@ def _t(term: str, category: str, meaning: str) -> tuple[str, SourceType]:
 
 
 TABLE: dict[str, SourceType] = dict([
-    _t("trainedAlgorithmicMedia", GENERATIVE_AI, "made by a model trained on sampled content"),
+    _t("trainedAlgorithmicMedia", GENERATIVE_AI, "made by generative AI (a model trained on sampled content)"),
     _t("compositeWithTrainedAlgorithmicMedia", AI_EDITED,
        "a composite that includes generative-AI elements (e.g. inpainting, generative fill)"),
     _t("algorithmicMedia", SYNTHETIC,

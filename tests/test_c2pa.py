@@ -12,6 +12,7 @@ from tests.conftest import fixtures_dir
 
 from detectors.base import MediaInput
 from detectors.c2pa_check import C2PADetector, analyse_store, judge
+from detectors.c2pa_trust import TrustSettings
 
 c2pa = pytest.importorskip("c2pa")
 
@@ -125,19 +126,19 @@ def test_every_signed_valid_fixture(detector):
         # The test certificates are untrusted here: noted, and not held against the manifest.
         assert "signingCredential.untrusted" in facts["credential_codes"], path.name
         assert any("not a forgery" in r for r in result.reasons), path.name
-        expected = "fake" if path.name == "C.jpg" else "real"
+        # C.jpg declares algorithmicMedia: other synthetic media, a finding, not AI.
+        expected = "inconclusive" if path.name == "C.jpg" else "real"
         assert result.outcome == expected, (path.name, result.reasons)
         assert result.detector == "c2pa" and "c2pa-python-" in result.version
 
 
 def test_c_jpg_declares_algorithmic_media(detector):
     result = detector.detect_one(item(fixture_dir("c2pa/signed_valid") / "C.jpg"))
-    assert result.outcome == "fake"
-    assert result.details["generative_source_types"] == ["algorithmicMedia"]
-    assert result.reasons[0] == (
-        "C2PA manifest declares algorithmicMedia (signed by C2PA Signer (issuer C2PA Test Signing "
-        "Cert), claim generator make_test_images/0.33.1 c2pa-rs/0.33.1)"
-    )
+    assert result.outcome == "inconclusive"
+    assert result.details["generative_source_types"] == []
+    assert result.details["synthetic_source_types"] == ["algorithmicMedia"]
+    assert result.reasons[0].startswith("C2PA manifest declares algorithmicMedia (made by an algorithm not based")
+    assert "not generative AI; a finding, not flagged on its own" in result.reasons[0]
     assert result.details["signer"]["common_name"] == "C2PA Signer"
     assert result.details["validation_state"] == "Valid"
 
@@ -176,7 +177,7 @@ def test_recorded_reader_json_gives_the_same_facts(detector):
 # ---------------------------------------------------------------------------- own manifests
 
 
-def test_own_manifest_declaring_trained_algorithmic_media_is_fake():
+def test_own_manifest_declaring_trained_algorithmic_media_is_fake(tmp_path):
     chain = make_signing_chain()
     signed = sign_jpeg(plain_jpeg(), TRAINED, chain)
     result = C2PADetector().detect_one(MediaInput("0" * 64, "image", signed, "image/jpeg"))
@@ -187,7 +188,8 @@ def test_own_manifest_declaring_trained_algorithmic_media_is_fake():
         "(issuer deepwatch tests), claim generator deepwatch-test-generator/1.0)"
     )
     # With our CA as a trust anchor the same file is also trusted.
-    trusting = C2PADetector(trust_anchors_pem=chain[2].decode())
+    (tmp_path / "ca.pem").write_bytes(chain[2])
+    trusting = C2PADetector(trust=TrustSettings.build(anchors=[tmp_path / "ca.pem"]))
     trusted = trusting.detect_one(MediaInput("0" * 64, "image", signed, "image/jpeg"))
     assert trusted.details["trusted"] and trusted.details["validation_state"] == "Trusted"
     assert trusted.outcome == "fake" and not trusted.details["credential_codes"]
@@ -252,4 +254,5 @@ def test_unreadable_bytes(detector):
     html = detector.detect_one(MediaInput("0" * 64, "image", b"<html><body>x</body></html>", "image/jpeg"))
     assert html.outcome == "inconclusive" and "not supported" in html.reasons[0]
     batch = detector.detect_batch([MediaInput("0" * 64, "image", b"", "image/png"), item(fixture_dir("c2pa/signed_valid") / "C.jpg")])
-    assert [d.outcome for d in batch][1] == "fake"
+    assert [d.outcome for d in batch][1] == "inconclusive"  # algorithmicMedia: read, not flagged
+    assert batch[1].details["synthetic_source_types"] == ["algorithmicMedia"]

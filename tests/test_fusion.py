@@ -23,8 +23,9 @@ def classifier(score: float, threshold: float = 0.5) -> Detection:
     )
 
 
-def c2pa(failure: list[str] = (), declared: bool = True, present: bool = True) -> Detection:
-    """A C2PA detection built by the real judging code from a manifest-store dict."""
+def c2pa(failure: list[str] = (), declared: bool = True, present: bool = True, trusted: bool = False) -> Detection:
+    """A C2PA detection built by the real judging code from a manifest-store dict; `trusted`: the
+    reader found the signer's chain in a configured trust anchor."""
     if not present:
         return Detection("c2pa", "1", "inconclusive", reasons=["no C2PA manifest"], details={"manifest_present": False})
     action = {"action": "c2pa.created"}
@@ -41,7 +42,10 @@ def c2pa(failure: list[str] = (), declared: bool = True, present: bool = True) -
         },
         "validation_results": {
             "activeManifest": {
-                "success": [] if "claimSignature.mismatch" in failure else [{"code": "claimSignature.validated"}],
+                "success": ([] if "claimSignature.mismatch" in failure else [{"code": "claimSignature.validated"}])
+                + ([{"code": "signingCredential.trusted",
+                     "explanation": "signing certificate trusted, found in [user_anchors] trust anchors"}]
+                   if trusted else []),
                 "failure": [{"code": c} for c in failure],
             }
         },
@@ -69,17 +73,25 @@ def test_flagged_bands():
     assert BANDS[-1] == "no_signal"
 
 
-def test_valid_manifest_declaring_ai_is_confirmed():
-    verdict = fuse([classifier(0.1), c2pa(["signingCredential.untrusted"]), watermark(False)], 0.3)
+def test_valid_manifest_declaring_ai_is_confirmed_only_from_a_trusted_signer():
+    verdict = fuse([classifier(0.1), c2pa(trusted=True), watermark(False)], 0.3)
     assert verdict.band == "confirmed_ai"
-    assert verdict.reasons == [
+    assert verdict.reasons[0] == (
         "C2PA manifest declares trainedAlgorithmicMedia (signed by Gen Signer (issuer Gen CA), claim generator Gen/2.0)"
-    ]
+    )
+    assert verdict.reasons[1].startswith("C2PA signer trusted: signer Gen Signer, issuer Gen CA; trusted via")
     assert verdict.score == pytest.approx(0.1)
+    # Anyone can make a certificate: an untrusted signer's declaration is at most a likely fake.
+    untrusted = fuse([classifier(0.1), c2pa(["signingCredential.untrusted"]), watermark(False)], 0.3)
+    assert untrusted.band == "likely_fake"
+    assert untrusted.reasons == [
+        "C2PA manifest declares trainedAlgorithmicMedia (signed by Gen Signer (issuer Gen CA), claim generator "
+        "Gen/2.0), but the signer Gen Signer is not on the trust list: at most a likely fake"
+    ]
 
 
 def test_strongest_band_wins_and_all_reasons_are_kept():
-    verdict = fuse([classifier(0.9), c2pa(), watermark(True)], 0.3)
+    verdict = fuse([classifier(0.9), c2pa(trusted=True), watermark(True)], 0.3)
     assert verdict.band == "confirmed_ai"
     assert verdict.reasons[0].startswith("C2PA manifest declares trainedAlgorithmicMedia")
     assert "classifier org/model scored 0.90 >= 0.50" in verdict.reasons
@@ -172,8 +184,11 @@ def test_metadata_backed_by_a_review_level_score_is_likely_fake():
 
 
 def test_metadata_next_to_signed_provenance_and_without_a_claim():
-    signed = fuse([c2pa(["signingCredential.untrusted"]), metadata()], 0.3)
+    signed = fuse([c2pa(trusted=True), metadata()], 0.3)
     assert signed.band == "confirmed_ai"
+    # An untrusted signer's declaration still backs the metadata up, to a likely fake.
+    untrusted = fuse([c2pa(["signingCredential.untrusted"]), metadata()], 0.3)
+    assert untrusted.band == "likely_fake" and "not on the trust list" in untrusted.reasons[0]
     assert signed.reasons[0].startswith("C2PA manifest declares trainedAlgorithmicMedia")
     # A declaration whose signature fails is one more unsigned claim: it backs nothing up.
     broken = fuse([c2pa(["claimSignature.mismatch"]), metadata()], 0.3)

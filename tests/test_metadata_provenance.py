@@ -136,7 +136,7 @@ def test_xmp_in_a_compressed_png_itxt_chunk(detector):
     det = detector.detect_one(item(png(itxt={"XML:com.adobe.xmp": packet}, compress_itxt=True)))
     assert det.outcome == "fake"
     assert det.reasons[0] == ("unsigned XMP metadata declares the IPTC digital source type trainedAlgorithmicMedia "
-                              "(made by generative AI)")
+                              "(made by generative AI (a model trained on sampled content))")
 
 
 def test_ordinary_png_text_is_not_a_generator(detector):
@@ -157,7 +157,8 @@ def test_xmp_in_jpeg_source_type_and_creator_tool(detector):
     assert det.outcome == "fake"
     assert det.details["digital_source_types"] == [{
         "term": "compositeWithTrainedAlgorithmicMedia", "uri": IPTC + "compositeWithTrainedAlgorithmicMedia",
-        "category": "generative", "meaning": "a composite that includes generative-AI elements"}]
+        "category": "ai_edited",
+        "meaning": "a composite that includes generative-AI elements (e.g. inpainting, generative fill)"}]
     assert generators(det) == ["Adobe Firefly"]
     assert "XMP creatortool holds Adobe Firefly's name (Adobe Firefly)" in det.reasons
 
