@@ -89,36 +89,36 @@ def _dn_key(dn: dict[str, str] | None) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k, str(v)) for k, v in (dn or {}).items() if k in _DN_KEYS))
 
 
-def load_certs(path: str | Path, source: str | None = None) -> tuple[Cert, ...]:
-    """Every certificate in a PEM file. Raises TrustConfigError naming the file."""
+def _parse(data: bytes, source: str) -> tuple[Cert, ...]:
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
+    try:
+        certs = x509.load_pem_x509_certificates(data)
+    except ValueError as exc:
+        raise TrustConfigError(f"C2PA trust file {source}: not PEM certificates ({exc})") from exc
+    pem = serialization.Encoding.PEM
+    return tuple(
+        Cert(subject=_dn(c.subject), issuer=_dn(c.issuer), serial=c.serial_number,
+             pem=c.public_bytes(pem).decode(), source=source)
+        for c in certs
+    )
+
+
+def load_certs(path: str | Path, source: str | None = None) -> tuple[Cert, ...]:
+    """Every certificate in a PEM file. Raises TrustConfigError naming the file."""
     p = Path(path)
     try:
         data = p.read_bytes()
     except OSError as exc:
         raise TrustConfigError(f"C2PA trust file {p}: cannot read it ({exc.strerror or exc})") from exc
-    try:
-        certs = x509.load_pem_x509_certificates(data)
-    except ValueError as exc:
-        raise TrustConfigError(f"C2PA trust file {p}: not PEM certificates ({exc})") from exc
-    pem = serialization.Encoding.PEM
-    return tuple(
-        Cert(subject=_dn(c.subject), issuer=_dn(c.issuer), serial=c.serial_number,
-             pem=c.public_bytes(pem).decode(), source=source or str(p))
-        for c in certs
-    )
+    certs = _parse(data, str(p))
+    return tuple(Cert(c.subject, c.issuer, c.serial, c.pem, source) for c in certs) if source else certs
 
 
 def certs_from_pem(text: str, source: str) -> tuple[Cert, ...]:
     """Certificates from PEM text held in memory (e.g. the demo platform's own CA)."""
-    import tempfile
-
-    with tempfile.NamedTemporaryFile("w", suffix=".pem") as handle:
-        handle.write(text)
-        handle.flush()
-        return load_certs(handle.name, source)
+    return _parse(text.encode(), source)
 
 
 @lru_cache(maxsize=1)
@@ -153,17 +153,20 @@ class TrustSettings:
         return cls(use_c2pa_list=use_c2pa_list, anchors=tuple(own), allowed_signers=tuple(allowed))
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None, **extra: Any) -> "TrustSettings":
-        """Defaults plus DEEPWATCH_C2PA_TRUST_ANCHORS / _ALLOWED_SIGNERS; `extra` adds to them."""
+    def from_env(cls, *, anchors: list[str | Path] = (), allowed_signers: list[str | Path] = (),
+                 use_c2pa_list: bool = True, extra_anchor_pem: dict[str, str] | None = None,
+                 env: dict[str, str] | None = None) -> "TrustSettings":
+        """`build` with DEEPWATCH_C2PA_TRUST_ANCHORS / _ALLOWED_SIGNERS (PEM paths joined by the
+        OS path separator) added, and DEEPWATCH_C2PA_NO_DEFAULT_TRUST_LIST=1 dropping the C2PA list."""
         env = os.environ if env is None else env
-        split = lambda v: [p for p in (v or "").split(os.pathsep) if p.strip()]  # noqa: E731
-        use_list = env.get(ENV_NO_C2PA_LIST, "").strip().lower() not in ("1", "true", "yes")
-        return cls.build(
-            anchors=split(env.get(ENV_ANCHORS)) + list(extra.get("anchors", ())),
-            allowed_signers=split(env.get(ENV_ALLOWED)) + list(extra.get("allowed_signers", ())),
-            use_c2pa_list=use_list and extra.get("use_c2pa_list", True),
-            extra_anchor_pem=extra.get("extra_anchor_pem"),
-        )
+
+        def paths(name: str) -> list[str]:
+            return [p for p in env.get(name, "").split(os.pathsep) if p.strip()]
+
+        off = env.get(ENV_NO_C2PA_LIST, "").strip().lower() in ("1", "true", "yes")
+        return cls.build(anchors=paths(ENV_ANCHORS) + list(anchors),
+                         allowed_signers=paths(ENV_ALLOWED) + list(allowed_signers),
+                         use_c2pa_list=use_c2pa_list and not off, extra_anchor_pem=extra_anchor_pem)
 
     def sdk_settings(self) -> dict[str, Any]:
         """The settings dict c2pa-python's Context takes (c2pa-rs trust settings)."""
@@ -173,6 +176,8 @@ class TrustSettings:
         if self.anchors:
             trust["user_anchors"] = "".join(c.pem for c in self.anchors)
         if self.allowed_signers:
+            # c2pa-rs 0.91 did not honour this list in our tests (the signer stayed "untrusted"),
+            # so `assess` also matches allowed signers itself, by issuer name and serial number.
             trust["allowed_list"] = "".join(c.pem for c in self.allowed_signers)
         return {"trust": trust, "verify": {"verify_trust": True}}
 

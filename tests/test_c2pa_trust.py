@@ -5,8 +5,8 @@ bundled C2PA trust list.
 """
 from __future__ import annotations
 
-import io
 import json
+import pickle
 from pathlib import Path
 
 import pytest
@@ -199,6 +199,7 @@ def test_demo_campaign_trusts_its_own_ca_only_when_asked():
     assert spec.demo_platform.trust_own_ca
     signed = sign_c2pa(plain_jpeg(9), "image/jpeg", seed=spec.demo_platform.seed, item_id="x", title="x.jpg")
     trust = CampaignRun(spec, text)._c2pa_trust()
+    trust = pickle.loads(pickle.dumps(trust))  # it travels to the Ray detector actors
     det = detection(C2PADetector(trust=trust), signed)
     assert fuse([det], 0.3).band == "confirmed_ai"
     assert det.details["trust"]["anchor"] == "Deepwatch Demo Root CA [the demo platform's own CA]"
@@ -233,3 +234,27 @@ def test_detector_describes_its_trust(fresh, tmp_path):
     assert described["trust"]["c2pa_trust_list"] is True
     assert described["trust"]["anchors"] == [f"deepwatch test CA (deepwatch tests) [{tmp_path / 'ca.pem'}]"]
     assert json.dumps(described)  # goes into the run report as is
+
+
+def test_scan_takes_anchors_and_shows_the_trust(fresh, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    (_, _, ca_pem), signed = fresh
+    monkeypatch.chdir(tmp_path)  # no demo model here: C2PA, watermark and metadata only
+    (tmp_path / "signed.jpg").write_bytes(signed)
+    ca = _write(tmp_path, "ca.pem", ca_pem)
+    runner = CliRunner()
+    plain = runner.invoke(app, ["scan", "signed.jpg"], env={"COLUMNS": "400"})
+    assert plain.exit_code == 0, plain.output
+    assert "signed.jpg  likely_fake" in plain.output
+    assert "C2PA trust: signer deepwatch test signer (deepwatch tests), issuer deepwatch test CA (deepwatch tests); " \
+           "not on the trust list (signingCredential.untrusted); no timestamp" in plain.output
+    trusted = runner.invoke(app, ["scan", "--json", "--trust-anchor", str(ca), "signed.jpg"])
+    assert trusted.exit_code == 0, trusted.output
+    result = json.loads(trusted.output.strip().splitlines()[-1])
+    assert result["verdict"]["band"] == "confirmed_ai"
+    assert result["c2pa_trust"]["trusted"] and result["c2pa_trust"]["anchor"] == f"deepwatch test CA (deepwatch tests) [{ca}]"
+    bad = runner.invoke(app, ["scan", "--trust-anchor", "nope.pem", "signed.jpg"])
+    assert bad.exit_code != 0 and "nope.pem: cannot read it" in bad.output

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from sqlmodel import select
 from typer.testing import CliRunner
 
 from detectors.base import MediaInput
