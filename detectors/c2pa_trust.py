@@ -9,9 +9,10 @@ signer's chain ends in a configured trust anchor:
 * the deployment's own anchors (PEM files): a newsroom's or a platform's CA, the demo's CA;
 * an allow-list of end-entity signing certificates (PEM files), trusted one by one.
 
-These go to c2pa-rs as its trust settings (`trust.trust_anchors`, `trust.user_anchors`,
-`trust.allowed_list`), which validates the chain; this module then reads the verdict back and
-names the anchor (matched by the issuer's distinguished name) and the timestamp authority. A
+These go to c2pa-rs as its trust settings (`trust.trust_anchors`, `trust.user_anchors`, and
+`trust.anchors` entries for allowed signers and the C2PA TSA list), which validates the chain;
+this module then reads the verdict back and names the anchor (matched by the issuer's
+distinguished name) and the timestamp authority. A
 certificate that has expired since signing still counts when a trusted timestamp shows it was
 valid at signing time.
 
@@ -169,16 +170,26 @@ class TrustSettings:
                          use_c2pa_list=use_c2pa_list and not off, extra_anchor_pem=extra_anchor_pem)
 
     def sdk_settings(self) -> dict[str, Any]:
-        """The settings dict c2pa-python's Context takes (c2pa-rs trust settings)."""
-        trust: dict[str, str] = {}
+        """The settings dict c2pa-python's Context takes (c2pa-rs trust settings).
+
+        Claim-signing anchors go in c2pa-rs's `trust_anchors` (the C2PA list) and `user_anchors`
+        (ours), which its explanations name ("found in [system_anchors]"). c2pa-rs 0.91 ignored
+        the older `trust.allowed_list` in our tests, while an entry of its newer `trust.anchors`
+        list with an `allowed_list` is honoured; that list also takes the C2PA TSA list (kind
+        "tsa"), beside the SDK's built-in legacy timestamp authorities.
+        """
+        trust: dict[str, Any] = {}
+        lists: list[dict[str, str]] = []
         if self.use_c2pa_list:
             trust["trust_anchors"] = C2PA_TRUST_LIST.read_text()
+            lists.append({"trust_kind": "tsa", "trust_anchors": C2PA_TSA_TRUST_LIST.read_text()})
         if self.anchors:
             trust["user_anchors"] = "".join(c.pem for c in self.anchors)
         if self.allowed_signers:
-            # c2pa-rs 0.91 did not honour this list in our tests (the signer stayed "untrusted"),
-            # so `assess` also matches allowed signers itself, by issuer name and serial number.
-            trust["allowed_list"] = "".join(c.pem for c in self.allowed_signers)
+            lists.append({"trust_kind": "manifest", "trust_anchors": "",
+                          "allowed_list": "".join(c.pem for c in self.allowed_signers)})
+        if lists:
+            trust["anchors"] = lists
         return {"trust": trust, "verify": {"verify_trust": True}}
 
     def describe(self) -> dict[str, Any]:
@@ -253,8 +264,11 @@ def assess(results: dict[str, Any] | None, cert: dict[str, Any], settings: Trust
         serial = int(str(cert["serial"]), 16)
         key = _dn_key(issuer)
         allowed = next((c for c in settings.allowed_signers if c.serial == serial and c.issuer == key), None)
+    # Only c2pa-rs's verdict makes a signer trusted: it checked the certificate bytes. Issuer name
+    # and serial (all the manifest report gives us) can be copied by a self-made CA, so they only
+    # name which allowed certificate it was.
     chain_ok = "signingCredential.trusted" in success
-    trusted = bool((chain_ok or allowed) and not fatal and (not expiry or covered))
+    trusted = bool(chain_ok and not fatal and (not expiry or covered))
 
     anchor, trust_list = None, None
     if chain_ok:
@@ -269,11 +283,11 @@ def assess(results: dict[str, Any] | None, cert: dict[str, Any], settings: Trust
         if match is not None:
             anchor = f"{match.name} [{match.source}]"
             trust_list = trust_list or match.source
+        elif allowed is not None:
+            trust_list = "the allowed signers"
+            anchor = f"allowed signing certificate {allowed.name} [{allowed.source}]"
         else:
             anchor = f"a CA above the issuer {dn_words(issuer)} [{trust_list or 'configured anchors'}]"
-    elif allowed is not None:
-        trust_list = "the allowed signers"
-        anchor = f"allowed signing certificate {allowed.name} [{allowed.source}]"
 
     tsa = cert.get("tsa") or {}
     tsa_issuer_key = _dn_key(cert.get("tsa_issuer"))

@@ -38,8 +38,9 @@ def detector() -> C2PADetector:
 # ---------------------------------------------------------------------------- signing helpers
 
 
-def make_signing_chain() -> tuple[bytes, bytes, bytes]:
-    """(leaf+CA chain PEM, leaf private key PEM, CA PEM): an ES256 CA and a signing leaf."""
+def make_signing_chain(leaf_serial: int | None = None) -> tuple[bytes, bytes, bytes]:
+    """(leaf+CA chain PEM, leaf private key PEM, CA PEM): an ES256 CA and a signing leaf (with
+    `leaf_serial`, else a random serial number)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -74,7 +75,7 @@ def make_signing_chain() -> tuple[bytes, bytes, bytes]:
     leaf = (
         x509.CertificateBuilder()
         .subject_name(name("deepwatch test signer")).issuer_name(ca.subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .public_key(key.public_key()).serial_number(leaf_serial or x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(usage(sign=True, ca=False), critical=True)
