@@ -305,7 +305,9 @@ def assess(results: dict[str, Any] | None, cert: dict[str, Any], settings: Trust
         "trusted": trusted,
         "trust_list": trust_list if trusted else None,
         "anchor": anchor if trusted else None,
-        "expired_but_timestamped": bool(expiry and covered and trusted),
+        # c2pa-rs judges a timestamped signature at signing time and then reports no expiry at
+        # all; the report still says the certificate has expired since.
+        "expired_but_timestamped": bool(trusted and covered and (expiry or (na and na < dt.datetime.now(dt.timezone.utc)))),
         "timestamp": {
             "time": cert.get("timestamp"),
             "tsa": dn_words(tsa) if tsa else None,
