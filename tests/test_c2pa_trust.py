@@ -267,3 +267,24 @@ def test_scan_takes_anchors_and_shows_the_trust(fresh, tmp_path, monkeypatch):
     assert result["c2pa_trust"]["trusted"] and result["c2pa_trust"]["anchor"] == f"deepwatch test CA (deepwatch tests) [{ca}]"
     bad = runner.invoke(app, ["scan", "--trust-anchor", "nope.pem", "signed.jpg"])
     assert bad.exit_code != 0 and "nope.pem: cannot read it" in bad.output
+
+
+def test_demo_worlds_signed_fakes_stay_confirmed_and_its_real_images_unflagged():
+    """The demo's planted C2PA fakes through the real pipeline with the demo campaign's trust."""
+    from demo_platform.world import build_world
+    from detectors.pipeline import DetectionPipeline
+    from orchestrator.campaign import CampaignRun
+    from orchestrator.spec import load_spec
+
+    spec, text = load_spec(ROOT / "examples" / "demo.yaml")
+    world = build_world(seed=spec.demo_platform.seed, n_posts=30)
+    pipe = DetectionPipeline(classifier_model=None, watermark=False, metadata=False,
+                             c2pa_trust=CampaignRun(spec, text)._c2pa_trust())
+    signed = [p for p, t in world.truth.items() if t.fake_kind == "c2pa"]
+    reals = [p for p, t in world.truth.items() if t.label == "real" and t.kind == "image"][:5]
+    assert signed and reals
+    items = [MediaInput(str(i), world.truth[p].kind, world.media[p].data,
+                        world.media[p].content_type) for i, p in enumerate(signed + reals)]
+    bands = [a.verdict.band for a in pipe.analyse(items)]
+    assert bands[:len(signed)] == ["confirmed_ai"] * len(signed)
+    assert "confirmed_ai" not in bands[len(signed):] and "likely_fake" not in bands[len(signed):]
