@@ -260,8 +260,11 @@ def assess(results: dict[str, Any] | None, cert: dict[str, Any], settings: Trust
     fatal = failure & _FATAL_CODES
 
     allowed = None
-    if settings is not None and cert.get("serial"):
-        serial = int(str(cert["serial"]), 16)
+    try:
+        serial = int(str(cert.get("serial")), 16)
+    except ValueError:
+        serial = None
+    if settings is not None and serial is not None:
         key = _dn_key(issuer)
         allowed = next((c for c in settings.allowed_signers if c.serial == serial and c.issuer == key), None)
     # Only c2pa-rs's verdict makes a signer trusted: it checked the certificate bytes. Issuer name
@@ -275,11 +278,14 @@ def assess(results: dict[str, Any] | None, cert: dict[str, Any], settings: Trust
         listed = [m.group(1) for x in _explanations(results, "signingCredential.trusted")
                   for m in [_LIST_IN_EXPLANATION.search(x)] if m]
         pool = settings.all_anchors() if settings else ()
-        match = next((a for a in pool if a.subject == _dn_key(issuer)), None)
         if listed and listed[0] == "system_anchors":
             trust_list = C2PA_LIST_NAME
+            pool = tuple(a for a in pool if a.source == C2PA_LIST_NAME)
         elif listed and listed[0] == "user_anchors":
             trust_list = "the deployment's own anchors"
+            pool = settings.anchors if settings else ()
+        # Named by the issuer's distinguished name, within the list c2pa-rs says it found.
+        match = next((a for a in pool if a.subject == _dn_key(issuer)), None)
         if match is not None:
             anchor = f"{match.name} [{match.source}]"
             trust_list = trust_list or match.source
