@@ -118,12 +118,16 @@ class _GuardedUrllibRH(_urllib.UrllibRH):
 
     _SUPPORTED_URL_SCHEMES = ("http", "https")  # no ftp (an unguarded socket), file or data
     allowed: tuple[IPNetwork, ...] = ()
+    ca_file: str | None = None  # an extra trusted CA bundle (a TLS-inspecting gateway's), besides the usual ones
 
     def _create_instance(self, proxies, cookiejar, legacy_ssl_support=None):
         opener = urllib.request.OpenerDirector()
+        context = self._make_sslcontext(legacy_ssl_support=legacy_ssl_support)
+        if self.ca_file:
+            context.load_verify_locations(cafile=self.ca_file)
         for handler in (
             urllib.request.ProxyHandler({}),  # empty: environment proxies would bypass the guard
-            _GuardedHTTPHandler(self.allowed, context=self._make_sslcontext(legacy_ssl_support=legacy_ssl_support)),
+            _GuardedHTTPHandler(self.allowed, context=context),
             urllib.request.HTTPCookieProcessor(cookiejar),
             urllib.request.UnknownHandler(),
             urllib.request.HTTPDefaultErrorHandler(),
@@ -138,13 +142,14 @@ class _GuardedUrllibRH(_urllib.UrllibRH):
 class _GuardedYoutubeDL(yt_dlp.YoutubeDL):
     """YoutubeDL that sends every request through `_GuardedUrllibRH` under the policy's networks."""
 
-    def __init__(self, params: dict[str, Any], allowed: tuple[IPNetwork, ...]):
+    def __init__(self, params: dict[str, Any], allowed: tuple[IPNetwork, ...], ca_file: str | None = None):
         self._allowed = allowed  # before super().__init__, in case it already sends a request
+        self._ca_file = ca_file
         super().__init__(params)
 
     @functools.cached_property
     def _request_director(self):
-        guarded = type("_GuardedUrllibRH", (_GuardedUrllibRH,), {"allowed": self._allowed})
+        guarded = type("_GuardedUrllibRH", (_GuardedUrllibRH,), {"allowed": self._allowed, "ca_file": self._ca_file})
         return self.build_request_director([guarded])
 
 
