@@ -127,10 +127,12 @@ class YtdlpSourceAgent:
         refusal = host_refusal(url, allowed)
         if refusal:
             return Drop(stage="crawl", reason=refusal[0], subject=url, detail=refusal[1])
-        params = {**_ytdlp_options(self.fetcher), "noplaylist": False, **extra}
+        # Entries are described, not downloaded: an entry whose formats need a login still has a
+        # title and a date, and its media is resolved (or dropped) by the fetch stage.
+        params = {**_ytdlp_options(self.fetcher), "noplaylist": False, "ignore_no_formats_error": True, **extra}
         try:
             with _GuardedYoutubeDL(params, allowed, ca_file=self.ca_file) as ydl:
-                info = ydl.extract_info(url, download=False, process=extra.get("extract_flat") is not None)
+                info = ydl.extract_info(url, download=False)
         except Exception as exc:  # noqa: BLE001 - extractors raise anything; one bad URL must not stop the source
             return Drop(stage="crawl", reason=_short_reason(exc), subject=url,
                         detail=f"{type(exc).__name__}: {_one_line(exc)}")
@@ -155,7 +157,7 @@ class YtdlpSourceAgent:
             return None
         info = entry
         if self.details and entry.get("_type") == "url":
-            described = self._extract(page)
+            described = self._extract(page, noplaylist=True)
             if isinstance(described, Drop):
                 self.stats.drops.append(described)
                 return None
@@ -172,7 +174,9 @@ class YtdlpSourceAgent:
         thumbnail = info.get("thumbnail") or next(
             (t.get("url") for t in reversed(info.get("thumbnails") or []) if isinstance(t, dict)), None)
         media.add(thumbnail, "image", page)
-        extractor = str(info.get("extractor_key") or info.get("ie_key") or "ytdlp").lower()
+        # The listing's extractor names the site; a page that embeds a player (Rumble) would
+        # otherwise be filed under the player's extractor ("rumbleembed").
+        extractor = str(entry.get("ie_key") or info.get("extractor_key") or "ytdlp").lower()
         return Post(
             platform=re.sub(r"[^a-z0-9_-]+", "", extractor.split(":")[0]) or "ytdlp",
             post_id=str(info.get("id") or page),
