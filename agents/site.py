@@ -79,6 +79,7 @@ class SiteAgent:
             if not isinstance(term, str) or not term.strip():
                 raise ValueError(f"profile {self.profile.name} searches: the term must be a non-empty string, got {term!r}")
             values["term"] = quote(term.strip(), safe="")
+            values["bare"] = quote(term.strip().lstrip("#@"), safe="")
         url = self.profile.url.format(**values)
         if url.startswith("/"):
             return urljoin(self.base_url + "/", url.lstrip("/"))

@@ -183,7 +183,8 @@ class SiteProfile(_Strict):
     name: str
     platform: str  # recorded in every post (Post.platform), e.g. "dcinside"
     description: str = ""
-    # First page: absolute, or a path under base_url. {term} and variables are filled in, URL-quoted.
+    # First page: absolute, or a path under base_url. {term}, {bare} (the term without a leading
+    # # or @, for tag pages) and variables are filled in, URL-quoted.
     url: str
     base_url: str | None = None  # a source's params.base_url replaces it (a mirror, the demo platform)
     variables: dict[str, str | None] = Field(default_factory=dict)  # name -> default (null: required)
@@ -206,9 +207,9 @@ class SiteProfile(_Strict):
         except ValueError as exc:
             raise ValueError(f"url template {self.url!r}: {exc}") from None
         for name in names:
-            if name != "term" and name not in self.variables:
-                raise ValueError(f"url uses {{{name}}}, which is neither term nor one of variables")
-        sample = self.url.replace("{term}", "x")
+            if name not in ("term", "bare") and name not in self.variables:
+                raise ValueError(f"url uses {{{name}}}, which is neither term, bare nor one of variables")
+        sample = self.url.replace("{term}", "x").replace("{bare}", "x")
         for var in self.variables:
             sample = sample.replace("{" + var + "}", "x")
         if self.base_url is not None:
@@ -219,14 +220,15 @@ class SiteProfile(_Strict):
         relative = sample.startswith("/") and not sample.startswith("//")
         if not relative and (parts.scheme not in ("http", "https") or not parts.netloc):
             raise ValueError(f"url must be an absolute http(s) URL template or a path starting with /, got {self.url!r}")
-        if "term" in self.variables:
-            raise ValueError("variables must not define term: it is the campaign's search term")
+        if "term" in self.variables or "bare" in self.variables:
+            raise ValueError("variables must not define term or bare: they are the campaign's search term")
         return self
 
     @property
     def searches(self) -> bool:
-        """A profile whose URL takes {term} is searched once per campaign term; others are listings."""
-        return any(f == "term" for _, f, _, _ in Formatter().parse(self.url))
+        """A profile whose URL takes {term} (or {bare}: the term without # or @) is searched once per
+        campaign term; others are listings."""
+        return any(f in ("term", "bare") for _, f, _, _ in Formatter().parse(self.url))
 
 
 def profile_dir() -> Path:

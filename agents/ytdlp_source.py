@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import re
 from datetime import date, datetime, time, timezone
-from string import Formatter
 from typing import Any, Mapping
 from urllib.parse import quote, urlsplit
 
@@ -33,7 +32,8 @@ _HASHTAG = re.compile(r"#(\w+)")
 class YtdlpSourceAgent:
     """`Agent` over yt-dlp listings (type name "ytdlp").
 
-    Params: `urls` (listing URLs; one containing {term} is searched per campaign term),
+    Params: `urls` (listing URLs; one containing {term}, or {bare} = the term without # or @, is
+    searched per campaign term),
     `page_size` (entries per page), `max_entries` (per URL), `since` / `until` (date window: ISO
     dates or times; entries outside it are skipped), `details` (describe each entry with its own
     extractor, for time and text; off = flat entries only), `keywords` (text filter),
@@ -49,7 +49,7 @@ class YtdlpSourceAgent:
         if isinstance(urls, str) or not isinstance(urls, (list, tuple)) or not urls:
             raise ValueError(f"urls must be a non-empty list of http(s) URLs, got {urls!r}")
         for index, url in enumerate(urls):
-            sample = url.replace("{term}", "x") if isinstance(url, str) else url
+            sample = url.replace("{term}", "x").replace("{bare}", "x") if isinstance(url, str) else url
             if not isinstance(sample, str) or urlsplit(sample).scheme not in ("http", "https") or not urlsplit(sample).netloc:
                 raise ValueError(f"urls[{index}] must be an absolute http(s) URL, got {url!r}")
         if not isinstance(fetcher, Fetcher):
@@ -74,8 +74,7 @@ class YtdlpSourceAgent:
     def searches_for(cls, params: Mapping[str, Any]) -> bool:
         urls = params.get("urls")
         return isinstance(urls, (list, tuple)) and any(
-            isinstance(u, str) and any(f == "term" for _, f, _, _ in Formatter().parse(u.replace("{{", "").replace("}}", "")))
-            for u in urls)
+            isinstance(u, str) and ("{term}" in u or "{bare}" in u) for u in urls)
 
     def close(self) -> None:
         """The fetcher belongs to the runtime; nothing of ours to release."""
@@ -85,10 +84,10 @@ class YtdlpSourceAgent:
     def fetch_page(self, term: str, cursor: str | None) -> Page:
         index, offset = self._state(cursor)
         url = self.urls[index]
-        if self.searches:
-            if "{term}" in url and (not isinstance(term, str) or not term.strip()):
-                raise ValueError(f"urls[{index}] takes {{term}}; the term must be a non-empty string")
-            url = url.replace("{term}", quote(term.strip(), safe="")) if "{term}" in url else url
+        if "{term}" in url or "{bare}" in url:
+            if not isinstance(term, str) or not term.strip():
+                raise ValueError(f"urls[{index}] takes a search term; the term must be a non-empty string")
+            url = url.replace("{term}", quote(term.strip(), safe="")).replace("{bare}", quote(term.strip().lstrip("#@"), safe=""))
         count = min(self.page_size, self.max_entries - offset)
         entries = self._list(url, offset, count)
         posts = []

@@ -139,6 +139,17 @@ def test_the_address_guard_and_bad_params(sites, resolve):
             YtdlpSourceAgent([PEERTUBE], fetcher=fetcher).fetch_page("", json.dumps({"url": 5, "offset": 0}))
 
 
+def test_a_url_with_the_bare_term_is_filled_per_term(sites, resolve):
+    _, ca = sites
+    with loopback_fetcher() as fetcher:
+        agent = YtdlpSourceAgent(["https://framatube.org/c/{bare}"], fetcher=fetcher, ca_file=ca, details=False)
+        assert agent.searches
+        page = agent.fetch_page("#debates", None)
+        with pytest.raises(ValueError, match="takes a search term"):
+            agent.fetch_page("", None)
+    assert len(page.posts) == len(PEERTUBE_IDS)
+
+
 def test_a_search_url_with_a_term_is_searched_per_term():
     spec = CampaignSpec.model_validate({"name": "c", "keywords": ["딥페이크"], "sources": [
         {"name": "search", "type": "ytdlp", "params": {"urls": ["https://www.tiktok.com/search/video?q={term}"]}},
