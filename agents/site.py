@@ -133,6 +133,7 @@ class SiteAgent:
         if self.renderer is not None:
             before = len(self.renderer.blocked)
             html, final_url, stopped = self.renderer.render(url)
+            # The page itself failing is the source's error (raised above); these are its parts.
             for refused in self.renderer.blocked[before:]:
                 self.stats.drops.append(Drop(stage="crawl", reason="request refused", subject=url, detail=refused))
             if stopped:

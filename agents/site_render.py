@@ -42,6 +42,7 @@ class Renderer:
         self._executor: ThreadPoolExecutor | None = None
         self._playwright: Any = None
         self._browser: Any = None
+        self._document_error: FetchError | None = None
 
     def render(self, url: str) -> tuple[str, str, str | None]:
         """(rendered HTML, final URL, why loading more stopped early or None)."""
@@ -96,6 +97,8 @@ class Renderer:
         try:
             fetched = self.fetcher.get_document(request.url, accept=accept)
         except FetchError as exc:
+            if request.is_navigation_request() and request.frame.parent_frame is None:
+                self._document_error = exc  # the page itself: the caller reports the Fetcher's reason
             self.blocked.append(f"{request.url[:200]}: {exc.reason} {exc.detail}".rstrip())
             return route.abort()
         route.fulfill(status=200, body=fetched.data, content_type=fetched.declared_mime or "application/octet-stream")
@@ -112,11 +115,15 @@ class Renderer:
             context.route("**/*", self._route)
             page = context.new_page()
             page.set_default_timeout(timeout_ms)
+            self._document_error = None
             try:
                 page.goto(url, wait_until="domcontentloaded", timeout=max(timeout_ms, self.fetcher.policy.timeout_s * 1000))
             except PlaywrightTimeout as exc:
                 raise SourceError("timeout", str(exc).splitlines()[0], url=url) from None
             except PlaywrightError as exc:
+                refused = self._document_error
+                if refused is not None:  # the Fetcher refused the page (address guard, robots, HTTP 404...)
+                    raise SourceError(refused.reason, refused.detail, url=refused.url or url) from None
                 raise SourceError("navigation failed", str(exc).splitlines()[0], url=url) from None
             try:
                 page.wait_for_selector(self.wait_for, state="attached", timeout=timeout_ms)

@@ -21,6 +21,7 @@ from urllib.parse import quote, urlsplit
 
 from agents._html import MediaList, check_keywords, matches_keywords
 from agents.base import AgentStats, Drop, Page, Post
+from agents.errors import FetchError
 from agents.fetch import Fetcher
 from agents.ytdlp import _GuardedYoutubeDL, _one_line, _short_reason, _ytdlp_options, host_refusal
 
@@ -126,6 +127,10 @@ class YtdlpSourceAgent:
         refusal = host_refusal(url, allowed)
         if refusal:
             return Drop(stage="crawl", reason=refusal[0], subject=url, detail=refusal[1])
+        try:
+            self.fetcher.check_robots(url)  # yt-dlp has its own HTTP stack; robots.txt is asked here
+        except FetchError as exc:
+            return Drop(stage="crawl", reason=exc.reason, subject=url, detail=exc.detail)
         # Entries are described, not downloaded: an entry whose formats need a login still has a
         # title and a date, and its media is resolved (or dropped) by the fetch stage.
         params = {**_ytdlp_options(self.fetcher), "noplaylist": False, "ignore_no_formats_error": True, **extra}

@@ -273,3 +273,29 @@ def test_the_demo_platform_profile_finds_what_the_demo_api_agent_finds(fetcher, 
             expected.url, expected.account, expected.created_at, expected.text, expected.hashtags)
         assert {(m.url, m.kind) for m in got.media} == {(m.url, m.kind) for m in expected.media}
     assert [d for d in agent.stats.drops if d.stage == "parse"] == []
+
+
+@needs_chromium
+def test_the_browser_path_obeys_the_fetch_policy(fetcher):
+    page = ('<html><body><ul class="list_comment"></ul><script>'
+            'fetch("/private/comments").catch(function () {});'
+            'var li = document.createElement("li"); li.setAttribute("data-comment-id", "c1");'
+            'document.querySelector("ul").appendChild(li);</script></body></html>')
+    with ReplayServer() as srv:
+        srv.route("/robots.txt", body="User-agent: *\nDisallow: /private/\n", content_type="text/plain")
+        srv.route("/v/1", body=page, content_type="text/html")
+        agent = SiteAgent("daum-news-comments", fetcher=fetcher, vars={"article": "1"}, base_url=srv.base_url)
+        try:
+            agent.fetch_page("", None)
+            # The script's request to a path robots.txt disallows never reached the server.
+            assert "/private/comments" not in [r.path for r in srv.requests]
+            assert any(d.reason == "request refused" and "robots.txt disallows" in d.detail for d in agent.stats.drops)
+        finally:
+            agent.close()
+        with Fetcher(FetchPolicy(timeout_s=2, total_timeout_s=5)) as guarded:  # loopback refused
+            refused = SiteAgent("daum-news-comments", fetcher=guarded, vars={"article": "1"}, base_url=srv.base_url)
+            try:
+                with pytest.raises(SourceError, match="blocked address"):
+                    refused.fetch_page("", None)
+            finally:
+                refused.close()

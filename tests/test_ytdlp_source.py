@@ -18,6 +18,7 @@ from agents.fetch import Fetcher, FetchPolicy
 from agents.registry import build_agent
 from agents.ytdlp_source import YtdlpSourceAgent
 from orchestrator.spec import CampaignSpec
+from tests.replay import ReplayServer
 from tests.ytdlp_sites import HOSTS, PEERTUBE_IDS, SitesServer, make_certificates
 
 pytestmark = pytest.mark.timeout(120)
@@ -52,7 +53,10 @@ def resolve(monkeypatch):
 
 
 def loopback_fetcher(**overrides) -> Fetcher:
-    return Fetcher(FetchPolicy(**{"allow_networks": ("127.0.0.0/8",), "timeout_s": 3, "total_timeout_s": 10, **overrides}))
+    # robots.txt is off here: the Fetcher (httpx) does not trust the test CA, so it could not read
+    # the sites' robots.txt; test_robots_txt_is_asked_before_ytdlp covers robots on plain HTTP.
+    settings = {"allow_networks": ("127.0.0.0/8",), "timeout_s": 3, "total_timeout_s": 10, "respect_robots": False}
+    return Fetcher(FetchPolicy(**{**settings, **overrides}))
 
 
 def crawl(agent):
@@ -123,7 +127,7 @@ def test_flat_listing_without_details_and_resume_from_a_cursor(sites, resolve):
 
 def test_the_address_guard_and_bad_params(sites, resolve):
     _, ca = sites
-    with Fetcher(FetchPolicy(timeout_s=3, total_timeout_s=10)) as guarded:  # loopback not allowed
+    with Fetcher(FetchPolicy(timeout_s=3, total_timeout_s=10, respect_robots=False)) as guarded:  # loopback not allowed
         agent = YtdlpSourceAgent([PEERTUBE], fetcher=guarded, ca_file=ca)
         page = agent.fetch_page("", None)
     assert page.posts == () and page.next_cursor is None
@@ -156,3 +160,15 @@ def test_a_search_url_with_a_term_is_searched_per_term():
         {"name": "channel", "type": "ytdlp", "params": {"urls": [RUMBLE]}}]})
     assert spec.terms_for(spec.sources[0]) == ["딥페이크"]
     assert spec.terms_for(spec.sources[1]) == [""]
+
+
+def test_robots_txt_is_asked_before_ytdlp_sends_anything():
+    with ReplayServer() as srv:
+        srv.route("/robots.txt", body="User-agent: *\nDisallow: /videos/\n", content_type="text/plain")
+        srv.route("/videos/list", body="<html><video src='/a.mp4'></video></html>", content_type="text/html")
+        with Fetcher(FetchPolicy(allow_networks=("127.0.0.0/8",), timeout_s=3, total_timeout_s=10)) as fetcher:
+            agent = YtdlpSourceAgent([f"{srv.base_url}/videos/list"], fetcher=fetcher)
+            page = agent.fetch_page("", None)
+        assert [r.path for r in srv.requests] == ["/robots.txt"]
+    assert page.posts == ()
+    assert [(d.stage, d.reason) for d in agent.stats.drops] == [("crawl", "robots.txt disallows")]
