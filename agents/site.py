@@ -57,7 +57,6 @@ class SiteAgent:
         self.max_pages = max_pages or self.profile.paging.max_pages
         self.keywords = check_keywords(keywords)
         self.fetcher = fetcher
-        self.source = ""
         self.renderer = (Renderer(fetcher, self.profile.render, self.profile.post.container,
                                   executable_path=executable_path) if self.profile.render.javascript else None)
         self.stats = AgentStats()
@@ -139,12 +138,12 @@ class SiteAgent:
             if stopped:
                 self.stats.drops.append(Drop(stage="crawl", reason=stopped, subject=url,
                                              detail=f"profile {self.profile.name}"))
-            return extract_page(html, final_url, self.profile, source=self.source), final_url
+            return extract_page(html, final_url, self.profile), final_url
         fetched = fetch_document(self.fetcher, url, accept=HTML_ACCEPT)
         undeclared = fetched.declared_mime in ("application/octet-stream", "text/plain")
         if fetched.declared_mime not in _HTML_MIMES and not (undeclared and fetched.data.lstrip()[:1] == b"<"):
             raise SourceError("not html", f"declared {fetched.declared_mime}", url=fetched.final_url)
-        return extract_page(fetched.data, fetched.final_url, self.profile, source=self.source), fetched.final_url
+        return extract_page(fetched.data, fetched.final_url, self.profile), fetched.final_url
 
 
 def _check_vars(profile: SiteProfile, given: object) -> dict[str, str]:

@@ -162,7 +162,7 @@ def _absolute(url: str, base: str) -> str:
     return urlunsplit(urlsplit(urljoin(base, url.strip()))._replace(fragment=""))
 
 
-def extract_page(data: bytes | str, page_url: str, profile: SiteProfile, *, source: str = "",
+def extract_page(data: bytes | str, page_url: str, profile: SiteProfile, *,
                  read_at: datetime | None = None) -> PageResult:
     """Posts of one page. A post missing its URL or with an unreadable time is a counted drop."""
     result = PageResult()
@@ -185,7 +185,7 @@ def extract_page(data: bytes | str, page_url: str, profile: SiteProfile, *, sour
             if values(node, selector):
                 result.hits[name] += 1
         try:
-            post = _post(node, index, base, profile, source, read_at)
+            post = _post(node, index, base, profile, read_at)
         except BadPost as exc:
             result.drops.append(Drop(stage="parse", reason=exc.reason, subject=f"{page_url} post #{index}",
                                      detail=exc.detail))
@@ -205,7 +205,7 @@ def extract_page(data: bytes | str, page_url: str, profile: SiteProfile, *, sour
     return result
 
 
-def _post(node, index: int, base: str, profile: SiteProfile, source: str, read_at: datetime) -> Post:
+def _post(node, index: int, base: str, profile: SiteProfile, read_at: datetime) -> Post:
     sel = profile.post
     link = first(node, sel.url)
     if not link:
@@ -249,7 +249,6 @@ def _post(node, index: int, base: str, profile: SiteProfile, source: str, read_a
         hashtags=hashtags,
         media=media.refs(),
         lang=profile.lang,
-        source=source,
     )
 
 

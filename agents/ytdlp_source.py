@@ -134,6 +134,11 @@ class YtdlpSourceAgent:
         # Entries are described, not downloaded: an entry whose formats need a login still has a
         # title and a date, and its media is resolved (or dropped) by the fetch stage.
         params = {**_ytdlp_options(self.fetcher), "noplaylist": False, "ignore_no_formats_error": True, **extra}
+        rps = self.fetcher.policy.per_host_rps
+        if rps:
+            # yt-dlp's HTTP stack bypasses the Fetcher's per-host limiter; its own pause between
+            # extraction requests keeps the listing at the campaign's request rate.
+            params["sleep_interval_requests"] = 1.0 / rps
         try:
             with _GuardedYoutubeDL(params, allowed, ca_file=self.ca_file) as ydl:
                 info = ydl.extract_info(url, download=False)
