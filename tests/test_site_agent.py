@@ -299,3 +299,26 @@ def test_the_browser_path_obeys_the_fetch_policy(fetcher):
                     refused.fetch_page("", None)
             finally:
                 refused.close()
+
+
+@needs_chromium
+def test_campaign_stages_crawl_a_profile_and_fetch_its_media(demo_platform_small, tmp_path):
+    """The campaign's own crawl and fetch stages (no Ray here) run a `site` source end to end."""
+    from orchestrator.stages import CrawlStage, FetchPolicySpec, FetchStage, MediaRecord
+
+    base, world = demo_platform_small
+    term = world.search_terms[0]
+    policy = FetchPolicySpec(allow_networks=("127.0.0.0/8",), timeout_s=5)
+    crawl_stage = CrawlStage("demo-profile", "site", {"profile": "demo-social", "base_url": base}, policy, str(tmp_path))
+    try:
+        result = crawl_stage.page(term, None)
+    finally:
+        crawl_stage.close()
+    assert result.error is None and result.page.posts and result.page.next_cursor is None
+    refs = [m for p in result.page.posts for m in p.media][:4]
+    assert refs, "the demo posts for this term carry media"
+    fetch_stage = FetchStage(policy, str(tmp_path))
+    records = fetch_stage.run(refs)
+    assert all(isinstance(r, MediaRecord) for r in records), records
+    for ref, record in zip(refs, records):
+        assert record.kind == ref.kind and record.sha256 == world.media[ref.url[len(base):]].sha256
