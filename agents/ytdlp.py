@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import yt_dlp
 from yt_dlp.networking import _urllib  # the handler classes we guard; yt-dlp has no public hook
-from yt_dlp.utils import DownloadError, UnsupportedError
+from yt_dlp.utils import DownloadError, GeoRestrictedError, UnsupportedError
 
 from agents.base import Drop, MediaRef
 from agents.fetch import Fetcher, IPNetwork, address_refusal
@@ -317,11 +317,16 @@ def _short_reason(error: BaseException) -> str:
         return "blocked address"
     if any(isinstance(c, UnsupportedError) for c in causes):
         return "ytdlp: unsupported url"
+    if any(isinstance(c, GeoRestrictedError) for c in causes):
+        return "ytdlp: geo restricted"
+    text = str(error).lower()
+    # Extractors announce login walls in words (raise_login_required), with a cookies hint.
+    if any(words in text for words in ("registered users", "login required", "log in", "sign in", "--cookies")):
+        return "ytdlp: login required"
     for cause in causes:
         status = getattr(cause, "status", None)
         if isinstance(status, int) and not isinstance(cause, DownloadError):
             return f"ytdlp: HTTP {status}"
-    text = str(error).lower()
     if "timed out" in text:
         return "ytdlp: timeout"
     if "unavailable" in text or "private video" in text:

@@ -172,3 +172,18 @@ def test_robots_txt_is_asked_before_ytdlp_sends_anything():
         assert [r.path for r in srv.requests] == ["/robots.txt"]
     assert page.posts == ()
     assert [(d.stage, d.reason) for d in agent.stats.drops] == [("crawl", "robots.txt disallows")]
+
+
+def test_login_walls_and_geo_blocks_get_their_own_reasons():
+    from yt_dlp.utils import DownloadError, ExtractorError, GeoRestrictedError
+
+    from agents.ytdlp import _short_reason
+
+    def as_ytdlp_raises(error):  # YoutubeDL wraps an extractor's error like this
+        return DownloadError(f"ERROR: {error}", exc_info=(type(error), error, None))
+
+    login = ExtractorError("This video is only available for registered users. Use --cookies-from-browser or "
+                           "--cookies for the authentication", expected=True)
+    geo = GeoRestrictedError("This video is not available from your location due to geo restriction", countries=["KR"])
+    assert _short_reason(as_ytdlp_raises(login)) == "ytdlp: login required"
+    assert _short_reason(as_ytdlp_raises(geo)) == "ytdlp: geo restricted"
