@@ -28,7 +28,7 @@ _HTML_MIMES = ("text/html", "application/xhtml+xml")
 class SiteAgent:
     """`Agent` for one site profile (type name "site").
 
-    Params: `profile` (a shipped profile name or a .yaml path), `vars` (values for the profile's
+    Params: `profile` (a shipped profile name, a .yaml path, or the profile itself inline), `vars` (values for the profile's
     URL variables, e.g. a gallery id), `base_url` (replaces the profile's), `max_pages` (replaces
     the profile's paging.max_pages), `keywords` (optional text filter), `executable_path`
     (Chromium, for profiles that render JavaScript).
@@ -37,7 +37,7 @@ class SiteAgent:
     platform = "site"
     searches = True  # per profile: see searches_for
 
-    def __init__(self, profile: str, *, fetcher: Fetcher, vars: dict[str, str] | None = None,
+    def __init__(self, profile: str | dict[str, Any], *, fetcher: Fetcher, vars: dict[str, str] | None = None,
                  base_url: str | None = None, max_pages: int | None = None,
                  keywords: list[str] | None = None, executable_path: str | None = None):
         if not isinstance(fetcher, Fetcher):
@@ -171,3 +171,15 @@ def _with_param(url: str, name: str, value: str) -> str:
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != name]
     query.append((name, value))
     return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def inline_profile(params: dict[str, Any]) -> None:
+    """Replace a profile *path* in a source's params with the profile's validated contents.
+
+    The campaign file is read on the driver, but agents run in Ray workers, possibly on other
+    machines where the file does not exist; the contents travel with the source instead.
+    Shipped names stay names (every node has the package). ProfileError (a ValueError) if bad.
+    """
+    ref = params.get("profile")
+    if isinstance(ref, str) and ref.strip().endswith((".yaml", ".yml")):
+        params["profile"] = load_profile(ref).model_dump(mode="json", exclude_none=True)

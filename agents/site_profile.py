@@ -256,8 +256,11 @@ def _locate(ref: str) -> Path:
     return path
 
 
-def load_profile(ref: str) -> SiteProfile:
-    """The validated profile `ref` names (shipped name or path); ProfileError names what is wrong."""
+def load_profile(ref: Any) -> SiteProfile:
+    """The validated profile `ref` names (shipped name or path) or holds (a mapping: an inline
+    profile); ProfileError names what is wrong."""
+    if isinstance(ref, dict):
+        return parse_profile(ref, origin=f"inline profile {ref.get('name', '')!s}".rstrip())
     path = _locate(ref)
     return _load(str(path.resolve()), path.stat().st_mtime_ns)
 

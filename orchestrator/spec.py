@@ -80,6 +80,15 @@ class Source(_Strict):
             raise ValueError(f"unknown source type {v!r}; known: {', '.join(sorted(AGENT_TYPES))}")
         return v
 
+    @model_validator(mode="after")
+    def _site_profile_travels(self) -> "Source":
+        # A profile file lives on the driver's machine, not on every Ray node: agents get its contents.
+        if self.type == "site":
+            from agents.site import inline_profile
+
+            inline_profile(self.params)
+        return self
+
 
 class Limits(_Strict):
     max_posts: int = Field(default=10_000, gt=0)

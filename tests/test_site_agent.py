@@ -322,3 +322,21 @@ def test_campaign_stages_crawl_a_profile_and_fetch_its_media(demo_platform_small
     assert all(isinstance(r, MediaRecord) for r in records), records
     for ref, record in zip(refs, records):
         assert record.kind == ref.kind and record.sha256 == world.media[ref.url[len(base):]].sha256
+
+
+def test_a_profile_file_named_in_a_campaign_travels_inline_to_the_workers(tmp_path, dc_server, fetcher):
+    path = tmp_path / "my-board.yaml"
+    path.write_text((Path(__file__).parent.parent / "agents" / "profiles" / "dcinside-gallery.yaml").read_text("utf-8")
+                    .replace("name: dcinside-gallery", "name: my-board"), "utf-8")
+    spec = CampaignSpec.model_validate({"name": "c", "keywords": ["딥페이크"], "sources": [
+        {"name": "board", "type": "site", "params": {"profile": str(path), "vars": {"gallery": "politics"},
+                                                     "base_url": dc_server.base_url}}]})
+    params = spec.sources[0].params
+    assert isinstance(params["profile"], dict) and params["profile"]["name"] == "my-board"
+    path.unlink()  # a worker elsewhere has no such file; it needs none
+    agent = build_agent("site", params, fetcher=fetcher, blobs=None)
+    assert [p.post_id for p in agent.fetch_page("딥페이크", None).posts] == ["880412", "880398"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nplatform: bad\nurl: https://example.org/\npost: {container: li, url: a, text: p, colour: red}\n")
+    with pytest.raises(ValueError, match="post.colour: unknown key"):
+        CampaignSpec.model_validate({"name": "c", "sources": [{"name": "b", "type": "site", "params": {"profile": str(bad)}}]})
