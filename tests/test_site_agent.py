@@ -135,20 +135,15 @@ def test_next_link_paging_and_the_address_guard():
     }
     with ReplayServer() as srv:
         srv.route("/list", handler=lambda r: Answer(body=pages[r.arg("n", "1")], content_type="text/html"))
-        path = Path(os.environ.get("PYTEST_TMP", "/tmp")) / f"board-{os.getpid()}.yaml"
-        path.write_text(json.dumps(profile), encoding="utf-8")
-        try:
-            with Fetcher(FetchPolicy(allow_networks=("127.0.0.0/8",), timeout_s=2, total_timeout_s=5)) as fetcher:
-                agent = SiteAgent(str(path), fetcher=fetcher, base_url=srv.base_url)
-                posts, _ = crawl(agent, "x")
-                # The second page links to itself: the crawl stops instead of looping.
-                assert [p.post_id for p in posts] == [f"{srv.base_url}/p/1", f"{srv.base_url}/p/2"]
-            with Fetcher(FetchPolicy(timeout_s=2, total_timeout_s=5)) as guarded:
-                refused = SiteAgent(str(path), fetcher=guarded, base_url=srv.base_url)
-                with pytest.raises(SourceError, match="blocked address"):
-                    refused.fetch_page("x", None)
-        finally:
-            path.unlink()
+        with Fetcher(FetchPolicy(allow_networks=("127.0.0.0/8",), timeout_s=2, total_timeout_s=5)) as fetcher:
+            agent = SiteAgent(profile, fetcher=fetcher, base_url=srv.base_url)
+            posts, _ = crawl(agent, "x")
+            # The second page links to itself: the crawl stops instead of looping.
+            assert [p.post_id for p in posts] == [f"{srv.base_url}/p/1", f"{srv.base_url}/p/2"]
+        with Fetcher(FetchPolicy(timeout_s=2, total_timeout_s=5)) as guarded:
+            refused = SiteAgent(profile, fetcher=guarded, base_url=srv.base_url)
+            with pytest.raises(SourceError, match="blocked address"):
+                refused.fetch_page("x", None)
 
 
 def test_profiles_are_validated_with_errors_naming_the_field(tmp_path):
@@ -340,3 +335,25 @@ def test_a_profile_file_named_in_a_campaign_travels_inline_to_the_workers(tmp_pa
     bad.write_text("name: bad\nplatform: bad\nurl: https://example.org/\npost: {container: li, url: a, text: p, colour: red}\n")
     with pytest.raises(ValueError, match="post.colour: unknown key"):
         CampaignSpec.model_validate({"name": "c", "sources": [{"name": "b", "type": "site", "params": {"profile": str(bad)}}]})
+
+
+def test_cursor_paging_reads_the_next_cursor_off_the_page(fetcher):
+    profile = {
+        "name": "feed", "platform": "feed", "url": "/feed",
+        "paging": {"mode": "cursor", "param": "after", "cursor": {"css": "div.more", "attr": "data-cursor"}},
+        "post": {"container": "article", "id": {"xpath": "@data-id"}, "url": {"css": "a", "attr": "href"},
+                 "text": "p", "time": {"css": "time", "attr": "datetime"}},
+    }
+    pages = {
+        None: '<article data-id="1"><a href="/p/1">x</a><p>one</p><time datetime="2026-05-25T01:00:00Z"></time></article>'
+              '<div class="more" data-cursor="t1"></div>',
+        "t1": '<article data-id="2"><a href="/p/2">x</a><p>two</p><time datetime="2026-05-25T00:00:00Z"></time></article>',
+    }
+    with ReplayServer() as srv:
+        srv.route("/feed", handler=lambda r: Answer(body=pages[r.arg("after")], content_type="text/html"))
+        agent = SiteAgent(profile, fetcher=fetcher, base_url=srv.base_url)
+        assert not agent.searches
+        posts, cursors = crawl(agent, "")
+        assert [r.arg("after") for r in srv.hits("/feed")] == [None, "t1"]
+    assert [(p.post_id, p.text) for p in posts] == [("1", "one"), ("2", "two")]
+    assert json.loads(cursors[0]) == {"url": f"{srv.base_url}/feed?after=t1", "page": 1}
