@@ -14,6 +14,7 @@ offset in its listing.
 from __future__ import annotations
 
 import json
+import os
 import re
 from datetime import date, datetime, time, timezone
 from typing import Any, Mapping
@@ -67,6 +68,8 @@ class YtdlpSourceAgent:
         if self.since and self.until and self.until <= self.since:
             raise ValueError("until must be after since")
         self.keywords = check_keywords(keywords)
+        if ca_file is not None and (not isinstance(ca_file, str) or not os.path.isfile(ca_file)):
+            raise ValueError(f"ca_file must be the path of a PEM CA bundle that exists, got {ca_file!r}")
         self.ca_file = ca_file
         self.fetcher = fetcher
         self.stats = AgentStats()

@@ -137,6 +137,8 @@ def test_the_address_guard_and_bad_params(sites, resolve):
             build_agent("ytdlp", {"urls": ["file:///etc/passwd"]}, fetcher=fetcher, blobs=None)
         with pytest.raises(AgentConfigError, match="since must be an ISO date"):
             build_agent("ytdlp", {"urls": [PEERTUBE], "since": "last week"}, fetcher=fetcher, blobs=None)
+        with pytest.raises(AgentConfigError, match="ca_file must be the path of a PEM CA bundle"):
+            build_agent("ytdlp", {"urls": [PEERTUBE], "ca_file": "/nonexistent/ca.pem"}, fetcher=fetcher, blobs=None)
         with pytest.raises(AgentConfigError, match="page_size must be an integer"):
             build_agent("ytdlp", {"urls": [PEERTUBE], "page_size": 0}, fetcher=fetcher, blobs=None)
         with pytest.raises(ValueError, match="cursor is not a ytdlp listing state"):
