@@ -148,6 +148,13 @@ def parse_time(raw: str, spec: TimeSelector, read_at: datetime | None = None) ->
     raise ValueError(f"{raw!r} fits none of the formats {spec.formats}")
 
 
+def _matches(node, name: str, selector: Selector) -> bool:
+    """Whether `selector` yields a value in this post (media elements count by their URL, not text)."""
+    if name in ("images", "videos", "embeds"):
+        return any(_media_values(m, selector) for m in select(node, selector))
+    return bool(values(node, selector))
+
+
 def _fields(selectors: PostSelectors) -> list[tuple[str, Selector]]:
     out: list[tuple[str, Selector]] = []
     for name in ("id", "url", "author", "time", "hashtags", "images", "videos", "embeds"):
@@ -182,7 +189,7 @@ def extract_page(data: bytes | str, page_url: str, profile: SiteProfile, *,
     result.containers = len(containers)
     for index, node in enumerate(containers):
         for name, selector in _fields(sel):
-            if values(node, selector):
+            if _matches(node, name, selector):
                 result.hits[name] += 1
         try:
             post = _post(node, index, base, profile, read_at)
