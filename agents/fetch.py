@@ -439,6 +439,15 @@ class Fetcher:
         mode = _Mode(self.policy.max_json_bytes, accept, conditional=True, headers=_extra_headers(headers))
         return self._fetch(url, params, mode).fetched
 
+    def check_robots(self, url: str) -> None:
+        """FetchError("robots.txt disallows") when the policy obeys robots.txt and it refuses `url`.
+
+        For clients with their own HTTP stack (yt-dlp listings) that must still honour robots.txt;
+        robots.txt itself is fetched (and cached) through this Fetcher's guard.
+        """
+        if self.policy.respect_robots:
+            self._obey_robots(_checked_url(url), time.monotonic() + self.policy.total_timeout_s)
+
     def fetch_media(self, ref: MediaRef) -> FetchResult:
         """The bytes behind a media reference, or a Drop(stage="fetch") saying why not."""
         if not isinstance(ref, MediaRef):

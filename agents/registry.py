@@ -19,9 +19,11 @@ from agents.feeds import RssAgent
 from agents.fetch import Fetcher
 from agents.mastodon import MastodonAgent
 from agents.reddit import RedditAgent
+from agents.site import SiteAgent
 from agents.telegram import TelegramAgent
 from agents.web import WebAgent
 from agents.youtube import YouTubeAgent
+from agents.ytdlp_source import YtdlpSourceAgent
 from storage.blobs import BlobStore
 
 
@@ -57,6 +59,8 @@ AGENT_TYPES: dict[str, AgentType] = _register(
     AgentType("rss", RssAgent, ("fetcher",), "one RSS 2.0 or Atom feed; media from enclosures, media:content/thumbnail and inline <img>"),
     AgentType("web", WebAgent, ("fetcher",), "web pages, optionally following same-host links breadth first; one post per page"),
     AgentType("telegram", TelegramAgent, ("fetcher",), "a public Telegram channel's t.me/s web preview, paged with ?before="),
+    AgentType("site", SiteAgent, ("fetcher",), "any public site described by a site profile (agents/profiles, docs/site-profiles.md)"),
+    AgentType("ytdlp", YtdlpSourceAgent, ("fetcher",), "channel, user, playlist, hashtag or search URLs of any site yt-dlp supports"),
 )
 
 

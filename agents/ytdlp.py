@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import yt_dlp
 from yt_dlp.networking import _urllib  # the handler classes we guard; yt-dlp has no public hook
-from yt_dlp.utils import DownloadError, UnsupportedError
+from yt_dlp.utils import DownloadError, GeoRestrictedError, UnsupportedError
 
 from agents.base import Drop, MediaRef
 from agents.fetch import Fetcher, IPNetwork, address_refusal
@@ -118,12 +118,16 @@ class _GuardedUrllibRH(_urllib.UrllibRH):
 
     _SUPPORTED_URL_SCHEMES = ("http", "https")  # no ftp (an unguarded socket), file or data
     allowed: tuple[IPNetwork, ...] = ()
+    ca_file: str | None = None  # an extra trusted CA bundle (a TLS-inspecting gateway's), besides the usual ones
 
     def _create_instance(self, proxies, cookiejar, legacy_ssl_support=None):
         opener = urllib.request.OpenerDirector()
+        context = self._make_sslcontext(legacy_ssl_support=legacy_ssl_support)
+        if self.ca_file:
+            context.load_verify_locations(cafile=self.ca_file)
         for handler in (
             urllib.request.ProxyHandler({}),  # empty: environment proxies would bypass the guard
-            _GuardedHTTPHandler(self.allowed, context=self._make_sslcontext(legacy_ssl_support=legacy_ssl_support)),
+            _GuardedHTTPHandler(self.allowed, context=context),
             urllib.request.HTTPCookieProcessor(cookiejar),
             urllib.request.UnknownHandler(),
             urllib.request.HTTPDefaultErrorHandler(),
@@ -138,13 +142,14 @@ class _GuardedUrllibRH(_urllib.UrllibRH):
 class _GuardedYoutubeDL(yt_dlp.YoutubeDL):
     """YoutubeDL that sends every request through `_GuardedUrllibRH` under the policy's networks."""
 
-    def __init__(self, params: dict[str, Any], allowed: tuple[IPNetwork, ...]):
+    def __init__(self, params: dict[str, Any], allowed: tuple[IPNetwork, ...], ca_file: str | None = None):
         self._allowed = allowed  # before super().__init__, in case it already sends a request
+        self._ca_file = ca_file
         super().__init__(params)
 
     @functools.cached_property
     def _request_director(self):
-        guarded = type("_GuardedUrllibRH", (_GuardedUrllibRH,), {"allowed": self._allowed})
+        guarded = type("_GuardedUrllibRH", (_GuardedUrllibRH,), {"allowed": self._allowed, "ca_file": self._ca_file})
         return self.build_request_director([guarded])
 
 
@@ -312,11 +317,16 @@ def _short_reason(error: BaseException) -> str:
         return "blocked address"
     if any(isinstance(c, UnsupportedError) for c in causes):
         return "ytdlp: unsupported url"
+    if any(isinstance(c, GeoRestrictedError) for c in causes):
+        return "ytdlp: geo restricted"
+    text = str(error).lower()
+    # Extractors announce login walls in words (raise_login_required), with a cookies hint.
+    if any(words in text for words in ("registered users", "login required", "log in", "sign in", "--cookies")):
+        return "ytdlp: login required"
     for cause in causes:
         status = getattr(cause, "status", None)
         if isinstance(status, int) and not isinstance(cause, DownloadError):
             return f"ytdlp: HTTP {status}"
-    text = str(error).lower()
     if "timed out" in text:
         return "ytdlp: timeout"
     if "unavailable" in text or "private video" in text:

@@ -80,6 +80,15 @@ class Source(_Strict):
             raise ValueError(f"unknown source type {v!r}; known: {', '.join(sorted(AGENT_TYPES))}")
         return v
 
+    @model_validator(mode="after")
+    def _site_profile_travels(self) -> "Source":
+        # A profile file lives on the driver's machine, not on every Ray node: agents get its contents.
+        if self.type == "site":
+            from agents.site import inline_profile
+
+            inline_profile(self.params)
+        return self
+
 
 class Limits(_Strict):
     max_posts: int = Field(default=10_000, gt=0)
@@ -310,7 +319,7 @@ class CampaignSpec(_Strict):
 
     @model_validator(mode="after")
     def _has_terms(self) -> "CampaignSpec":
-        searching = [s for s in self.sources if _searches(s.type)]
+        searching = [s for s in self.sources if _searches(s.type, s.params)]
         if searching and not self.keywords and not self.hashtags and not all(s.terms for s in searching):
             raise ValueError("a campaign with search sources needs keywords, hashtags or per-source terms")
         names = [s.name for s in self.sources]
@@ -320,7 +329,7 @@ class CampaignSpec(_Strict):
         return self
 
     def terms_for(self, source: Source) -> list[str]:
-        if not _searches(source.type):
+        if not _searches(source.type, source.params):
             return [""]  # a feed (RSS, channel, web page) is read once per pass, not per term
         if source.terms:
             return list(source.terms)
@@ -346,10 +355,15 @@ class CampaignSpec(_Strict):
         return any(s.params.get("base_url") == EMBEDDED for s in self.sources)
 
 
-def _searches(agent_type: str) -> bool:
+def _searches(agent_type: str, params: dict[str, Any] | None = None) -> bool:
     from agents.registry import AGENT_TYPES
 
-    return bool(getattr(AGENT_TYPES[agent_type].factory, "searches", True))
+    factory = AGENT_TYPES[agent_type].factory
+    # A `site` source searches or lists depending on its profile, so the type asks its params.
+    decide = getattr(factory, "searches_for", None)
+    if decide is not None:
+        return bool(decide(params or {}))
+    return bool(getattr(factory, "searches", True))
 
 
 def load_spec(path: str | Path) -> tuple[CampaignSpec, str]:

@@ -119,14 +119,14 @@ def test_constructor_and_term_validation(platform, fetcher):
 
 def test_registry_builds_agents_and_explains_mistakes(platform, fetcher, tmp_path):
     blobs = BlobStore(tmp_path)
-    assert set(AGENT_TYPES) == {"demo_api", "browser", "mastodon", "bluesky", "reddit", "youtube", "rss", "web", "telegram"}
+    assert set(AGENT_TYPES) == {"demo_api", "browser", "mastodon", "bluesky", "reddit", "youtube", "rss", "web", "telegram", "site", "ytdlp"}
     agent = build_agent("demo_api", {"base_url": platform.base_url, "page_size": 4}, fetcher=fetcher, blobs=blobs)
     assert isinstance(agent, DemoApiAgent) and agent.page_size == 4 and agent.fetcher is fetcher
     browser = build_agent("browser", {"base_url": platform.base_url, "max_scrolls": 3}, fetcher=fetcher, blobs=blobs)
     assert browser.blobs is blobs and browser.max_scrolls == 3  # no Chromium started: lazy
     browser.close()
 
-    with pytest.raises(AgentConfigError, match="unknown agent type 'twitter'; known types: bluesky, browser, demo_api, mastodon, reddit, rss, telegram, web, youtube"):
+    with pytest.raises(AgentConfigError, match="unknown agent type 'twitter'; known types: bluesky, browser, demo_api, mastodon, reddit, rss, site, telegram, web, youtube, ytdlp"):
         build_agent("twitter", {}, fetcher=fetcher, blobs=blobs)
     with pytest.raises(AgentConfigError, match=r"demo_api: unknown parameter\(s\) pagesize; accepted: base_url, page_size"):
         build_agent("demo_api", {"base_url": platform.base_url, "pagesize": 3}, fetcher=fetcher, blobs=blobs)
