@@ -19,7 +19,8 @@ from sqlmodel import select
 
 from evidence.custody import events_for
 from evidence.review import ReviewError, review_evidence, review_history
-from evidence.seal import SealError, latest_seal, seal_evidence
+from evidence.seal import SealError, signer_keys, latest_seal, seal_evidence
+from evidence.verify import trusted_keys
 from evidence.signing import Signer
 from evidence.takedown import (
     NEXT_STATUSES,
@@ -125,10 +126,13 @@ def review_and_seal(ctx: ConsoleContext, evidence_id: int, decision: str, review
     with ctx.store.session() as s:
         if s.get(m.Evidence, evidence_id) is None:
             raise NotFound(f"no evidence record with id {evidence_id}")
+    signer = ctx.signer()
+    # The record is checked against its last seal (with this console's keyring) before the
+    # decision changes it; a record that no longer matches is refused (ReviewError).
     outcome = review_evidence(ctx.store, evidence_id, decision, reviewer, rationale,
-                              case_id=(case_id or "").strip() or None)
+                              case_id=(case_id or "").strip() or None, key_ids=signer_keys(signer, trusted_keys))
     try:
-        seal = seal_evidence(ctx.store, evidence_id, ctx.signer(), tsa_url=ctx.tsa_url, actor=reviewer)
+        seal = seal_evidence(ctx.store, evidence_id, signer, tsa_url=ctx.tsa_url, actor=reviewer, check_previous=False)
         sealed, problem = seal.record_sha256, None
     except (SealError, TimestampError) as exc:
         sealed, problem = None, f"recorded, but not re-sealed: {exc}"
