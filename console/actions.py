@@ -17,10 +17,9 @@ from typing import Any
 
 from sqlmodel import select
 
-from evidence.custody import events_for
+from evidence.custody import append_event, events_for
 from evidence.review import ReviewError, review_evidence, review_history
-from evidence.seal import SealError, signer_keys, latest_seal, seal_evidence
-from evidence.verify import trusted_keys
+from evidence.seal import SealError, latest_seal, seal_evidence, signer_keys
 from evidence.signing import Signer
 from evidence.takedown import (
     NEXT_STATUSES,
@@ -31,6 +30,7 @@ from evidence.takedown import (
     get_takedown,
 )
 from evidence.tsa import TimestampError
+from evidence.verify import trusted_keys
 from storage import models as m
 from storage.blobs import BlobStore
 from storage.db import Store, as_utc
@@ -173,8 +173,10 @@ def parse_ids(values: list[str] | list[int]) -> list[int]:
     return ids
 
 
-def build_packet(ctx: ConsoleContext, evidence_ids: list[int], platform: str) -> m.TakedownRequest:
-    """Build a signed packet in a fresh folder under packets_root; record it as drafted."""
+def build_packet(ctx: ConsoleContext, evidence_ids: list[int], platform: str, actor: str, *,
+                 allow_unreviewed: bool = False) -> m.TakedownRequest:
+    """Build a signed packet in a fresh folder under packets_root; record it as drafted, with
+    `actor` (the logged-in user) named in each record's custody log."""
     platform = (platform or "").strip()
     if not platform:
         raise TakedownError("platform: choose the platform the notice goes to")
@@ -182,7 +184,8 @@ def build_packet(ctx: ConsoleContext, evidence_ids: list[int], platform: str) ->
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     # The folder name is ours alone (a configured platform name is not trusted as a path part).
     out = ctx.packets_root / f"takedown-{stamp}-{secrets.token_hex(6)}"
-    return build_takedown(ctx.store, ctx.blobs, evidence_ids, platform, out, ctx.takedown_config, ctx.signer())
+    return build_takedown(ctx.store, ctx.blobs, evidence_ids, platform, out, ctx.takedown_config, ctx.signer(),
+                          actor=actor, allow_unreviewed=allow_unreviewed)
 
 
 def takedown_view(ctx: ConsoleContext, request_id: int) -> dict[str, Any]:
@@ -204,8 +207,9 @@ def takedown_json(row: m.TakedownRequest) -> dict[str, Any]:
     }
 
 
-def packet_zip(ctx: ConsoleContext, request_id: int) -> tuple[Path, str]:
-    """The packet folder as a zip in a temporary file (the caller deletes it) and a download name."""
+def packet_zip(ctx: ConsoleContext, request_id: int, actor: str) -> tuple[Path, str]:
+    """The packet folder as a zip in a temporary file (the caller deletes it) and a download name.
+    The download is an export: each record's custody log names `actor` (the logged-in user)."""
     try:
         row = get_takedown(ctx.store, request_id)
     except TakedownError as exc:
@@ -222,6 +226,9 @@ def packet_zip(ctx: ConsoleContext, request_id: int) -> tuple[Path, str]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    for evidence_id in row.evidence_ids or [row.evidence_id]:
+        append_event(ctx.store, evidence_id, "exported", actor, {
+            "kind": "console download", "takedown_request_id": request_id, "packet_sha256": row.packet_sha256})
     return Path(tmp), f"takedown-{request_id}.zip"
 
 

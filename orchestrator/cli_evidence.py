@@ -295,17 +295,22 @@ def takedown_build(
     platform: str = typer.Option(..., "--platform"),
     out: Path = typer.Option(..., "--out", help="A new, empty folder for the packet"),
     config: Optional[Path] = typer.Option(None, "--config", help="Takedown config YAML (sender, legal bases, platforms)"),
+    actor: str = typer.Option(..., "--actor", help="Who builds the packet (recorded in each record's custody log)"),
+    allow_unreviewed: bool = typer.Option(
+        False, "--allow-unreviewed", help="Include records no investigator has confirmed; the notice marks them plainly"),
     db: Optional[str] = DbOpt,
     blobs: Optional[str] = BlobsOpt,
 ) -> None:
-    """Build a signed takedown packet (HTML, PDF, JSON, evidence files, sha256 manifest)."""
+    """Build a signed takedown packet (HTML, PDF, JSON, evidence files, sha256 manifest).
+    Refuses records not confirmed by an investigator (unless --allow-unreviewed) and records that
+    no longer match their last seal."""
     from evidence.takedown import TakedownError, build_takedown
     from storage.blobs import open_blobs
 
     store = _open_store(db)
     try:
         request = build_takedown(store, open_blobs(_blobs(blobs)), list(evidence_ids), platform, out,
-                                 _takedown_config(config), _signer())
+                                 _takedown_config(config), _signer(), actor=actor, allow_unreviewed=allow_unreviewed)
     except TakedownError as exc:
         _fail(str(exc), code=1)
     console.print(f"takedown request {request.id} ({request.status}) for {platform}: {request.packet_path}\n"
