@@ -274,7 +274,8 @@ def _gather(store: Store, ids: list[int], platform: str, lang: str = "en",
     unreviewed = [str(i) for i in ids if rows[i].review_status != "confirmed"]
     if unreviewed and not allow_unreviewed:
         raise TakedownError(f"evidence {', '.join(unreviewed)} has not been confirmed by an investigator; review it first, "
-                            f"or build with --allow-unreviewed and the notice will say it was not reviewed")
+                            f"or allow unreviewed items (--allow-unreviewed; the console's checkbox; the API's "
+                            f"allow_unreviewed) and the notice will say plainly that they were not reviewed")
     return [_item(store, rows[i], lang) for i in ids]
 
 

@@ -225,8 +225,13 @@ def test_review_by_investigator(console, store, blobs):
 def test_takedown_build_download_and_status(console, store, blobs):
     first, second = make_evidence(store, blobs, seed=9), make_evidence(store, blobs, seed=10)
     client = client_for(console, "ivan")
+    refused = client.post("/takedowns", data={"evidence_ids": [str(first), str(second)], "platform": "demo",
+                                              "csrf_token": csrf_of(client)}, follow_redirects=False)
+    assert refused.status_code == 400 and "not been confirmed by an investigator" in refused.text
+    assert 'name="allow_unreviewed"' in client.get("/gallery").text
     built = client.post("/takedowns", data={"evidence_ids": [str(first), str(second)], "platform": "demo",
-                                            "csrf_token": csrf_of(client)}, follow_redirects=False)
+                                            "allow_unreviewed": "yes", "csrf_token": csrf_of(client)},
+                        follow_redirects=False)
     assert built.status_code == 303, built.text
     location = built.headers["location"]
     request_id = int(location.rsplit("/", 1)[1])
@@ -248,6 +253,11 @@ def test_takedown_build_download_and_status(console, store, blobs):
         assert verify_signature(public_key, signature, manifest)
         notice = json.loads(zf.read(root + "notice.json"))
     assert [i["evidence_id"] for i in notice["items"]] == [first, second]
+    assert not any(i["verdict"]["reviewed_by_investigator"] for i in notice["items"])
+    with store.session() as s:  # building and downloading are exports by the logged-in user
+        exports = s.exec(select(m.CustodyEvent).where(m.CustodyEvent.evidence_id == first,
+                                                      m.CustodyEvent.action == "exported")).all()
+    assert [(e.actor, e.details.get("kind")) for e in exports] == [("ivan", None), ("ivan", "console download")]
 
     sent = client.post(f"/takedowns/{request_id}/status", data={"status": "sent", "note": "web form #42",
                                                                 "csrf_token": csrf_of(client)}, follow_redirects=False)
@@ -314,7 +324,10 @@ def test_api_with_bearer_token(console, store, blobs, five):
     assert review.status_code == 200 and review.json()["review_status"] == "dismissed" and review.json()["seal_sha256"]
     assert api.get(f"/api/v1/evidence/{five['ko_demo']}").json()["custody"][-1]["action"] == "sealed"
 
-    built = api.post("/api/v1/takedowns", json={"evidence_ids": [five["en_demo"]], "platform": "demo"})
+    unreviewed = api.post("/api/v1/takedowns", json={"evidence_ids": [five["en_demo"]], "platform": "demo"})
+    assert unreviewed.status_code == 400 and "allow_unreviewed" in unreviewed.json()["detail"]
+    built = api.post("/api/v1/takedowns", json={"evidence_ids": [five["en_demo"]], "platform": "demo",
+                                                "allow_unreviewed": True})
     assert built.status_code == 201, built.text
     request_id = built.json()["id"]
     moved = api.post(f"/api/v1/takedowns/{request_id}/status", json={"status": "sent", "note": "by API"})
