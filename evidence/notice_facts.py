@@ -118,6 +118,10 @@ def outcome_word(outcome: str, lang: str) -> str:
     return _KO_OUTCOMES.get(outcome, outcome) if _lang(lang) == "ko" else outcome
 
 
+def kind_word(kind: str, lang: str) -> str:
+    return {"image": "이미지", "video": "영상"}.get(kind, kind) if _lang(lang) == "ko" else kind
+
+
 def band_word(band: str, lang: str) -> str:
     return _KO_BANDS.get(band, band) if _lang(lang) == "ko" else band
 

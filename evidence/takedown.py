@@ -49,6 +49,7 @@ from evidence.notice_facts import (
     corroboration,
     crop_to_content,
     extra_hashtags,
+    kind_word,
     localise_reasons,
     outcome_word,
     video_stills,
@@ -519,7 +520,7 @@ def explain(entry: dict[str, Any], lang: str) -> str:
     p = _PHRASES.get(lang, _PHRASES["en"])
     v = entry["verdict"]
     parts = [p["judged"].format(
-        kind=entry["media"]["kind"], media_url=entry["media"]["url"], sha=entry["media"]["sha256"],
+        kind=kind_word(entry["media"]["kind"], lang), media_url=entry["media"]["url"], sha=entry["media"]["sha256"],
         post_url=entry["post"]["url"], account=entry["post"]["account"],
         posted=entry["post"]["posted_at"]["local"] if entry["post"]["posted_at"] else "?",
         band=v.get("band_local") or v["band"], score=f" ({v['score']:.2f})" if v["score"] is not None else "",

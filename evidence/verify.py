@@ -53,8 +53,9 @@ class NoSuchEvidence(LookupError):
     """No evidence row, seal or custody event names this id: it never existed."""
 
 
-class TamperedError(RuntimeError):
-    """A record no longer matches its last seal; nothing may build on it until that is explained."""
+class TamperedError(SealError):
+    """A record no longer matches its last seal; nothing may build on it until that is explained.
+    A SealError, so a campaign that cannot re-seal drops the step with this message."""
 
     def __init__(self, evidence_id: int, problems: list[str]):
         self.evidence_id, self.problems = evidence_id, problems

@@ -299,3 +299,51 @@ def test_video_gets_key_frames_and_suspect_segment_stills():
     assert suspect[0] == pytest.approx(1.0, abs=0.05) and suspect[1] == pytest.approx(1.25, abs=0.05)
     assert all(Image.open(io.BytesIO(s["jpeg"])).size == (128, 96) for s in stills)
     assert video_stills(b"not a video", []) == []
+
+
+def _two_shot_clip() -> bytes:
+    from demo_platform.video import encode_mp4
+
+    frames = []
+    for i in range(48):
+        frame = np.full((96, 128, 3), 20 if i < 24 else 220, dtype=np.uint8)
+        frame[10:30, (i * 2) % 100:(i * 2) % 100 + 20] = 128
+        frames.append(frame)
+    return encode_mp4(frames, fps=24)
+
+
+def test_video_notice_shows_key_frames_and_suspect_segments(store, blobs, tmp_path, signer):
+    from detectors.base import Detection
+
+    data = _two_shot_clip()
+    sha = blobs.put(data)
+    cid = store.upsert_campaign("v", "name: v")
+    post = Post(platform="demo", post_id="v1", url="https://demo.example/p/v1", account="acct", text="영상 #선거",
+                created_at=datetime(2026, 5, 20, tzinfo=timezone.utc), media=(MediaRef("https://demo.example/v1.mp4", "video"),),
+                hashtags=("선거",))
+    pk, _ = store.upsert_post(cid, post)
+    store.upsert_media(sha256=sha, kind="video", mime="video/mp4", size=len(data), width=128, height=96, duration_s=2.0)
+    store.add_sighting(media_sha256=sha, post_pk=pk, campaign_id=cid, media_url="https://demo.example/v1.mp4", position=0)
+    store.save_analysis(sha, [Detection(
+        detector="hf-classifier", version="1", outcome="fake", score=0.8, threshold=0.5, model_id="demo",
+        reasons=["classifier demo scored 0.80 >= 0.50 (mean of the top 2 of 6 sampled frames)",
+                 "frames scoring >= 0.50 at 1.0-1.5 s"],
+        details={"segments": [[1.0, 1.5]]})], "likely_fake", 0.8, ["classifier demo scored 0.80 >= 0.50"])
+    ev, _ = store.upsert_evidence(campaign_id=cid, media_sha256=sha, post_pk=pk, platform="demo", post_id="v1",
+                                  post_url=post.url, account="acct", media_url="https://demo.example/v1.mp4",
+                                  phash=None, verdict="likely_fake", score=0.8, reasons=["classifier demo scored 0.80 >= 0.50"])
+    review_evidence(store, ev, "confirmed", "lee", "lip sync off", key_ids={signer.key_id})
+
+    out = tmp_path / "packet"
+    build_takedown(store, blobs, [ev], "demo", out, load_takedown_config(), signer, actor="lee")
+    item = json.loads((out / "notice.json").read_text("utf-8"))["items"][0]
+    stills = [f for f in item["files"] if f.get("derived")]
+    assert {f["role"] for f in stills} == {"key frame", "suspect segment frame"}
+    for f in stills:
+        assert (out / f["path"]).read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG, listed in the signed manifest
+        assert f["path"] in (out / "MANIFEST.sha256").read_text()
+    page = (out / "notice.html").read_text("utf-8")
+    assert "영상 정지 화면" in page and "의심 구간 프레임" in page
+    assert "점수가 0.50 이상인 프레임 구간: 1.0-1.5 s" in page and "classifier demo scored" not in page
+    assert "게시물의 영상(" in item["explanation"] and "likely_fake" not in item["explanation"]
+    assert page.count("#선거") == 1
