@@ -69,6 +69,8 @@ _KO_REASONS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"classifier (\S+) scored ([\d.]+) (>=|<) ([\d.]+)"), "분류 모델 {0}의 점수 {1} ({2} 기준값 {3})"),
     (re.compile(r"classifier scored ([\d.]+)(?: (>=|<) ([\d.]+))?"), "분류 모델 점수 {0}"),
     (re.compile(r"ensemble of (\d+) classifiers scored ([\d.]+)"), "분류 모델 {0}개 앙상블의 점수 {1}"),
+    (re.compile(r"^scored ([\d.]+) (>=|<) ([\d.]+)"), "점수 {0} ({1} 기준값 {2})"),
+    (re.compile(r"C2PA declares generative AI"), "C2PA 정보가 생성형 인공지능으로 만든 것임을 선언합니다"),
     (re.compile(r"frames scoring >= ([\d.]+) at (.+)"), "점수가 {0} 이상인 프레임 구간: {1}"),
     (re.compile(r"(\d+) frames sampled: (\d+) spread evenly, (\d+) at scene changes"),
      "프레임 {0}개 분석: 균등 표본 {1}개, 장면 전환 {2}개"),

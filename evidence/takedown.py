@@ -435,6 +435,7 @@ def _notice_item(item: dict[str, Any], config: TakedownConfig, lang: str) -> dic
         },
         "media": {
             "url": d["media"]["url"], "sha256": d["media"]["sha256"], "kind": d["media"]["kind"],
+            "kind_local": kind_word(d["media"]["kind"], lang),
             "mime": d["media"]["mime"], "size": d["media"]["size"], "width": d["media"]["width"],
             "height": d["media"]["height"], "duration_s": d["media"]["duration_s"],
             "phash": d["media"]["phash"], "pdq": item["media_pdq"], "working_sha256": ev.working_sha256,
