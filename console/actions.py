@@ -15,6 +15,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import or_
 from sqlmodel import select
 
 from evidence.custody import append_event, events_for
@@ -230,6 +231,17 @@ def packet_zip(ctx: ConsoleContext, request_id: int, actor: str) -> tuple[Path, 
         append_event(ctx.store, evidence_id, "exported", actor, {
             "kind": "console download", "takedown_request_id": request_id, "packet_sha256": row.packet_sha256})
     return Path(tmp), f"takedown-{request_id}.zip"
+
+
+def log_blob_download(ctx: ConsoleContext, sha256: str, actor: str) -> None:
+    """A file downloaded from the console leaves deepwatch: an "exported" custody event, naming
+    the logged-in user, on every record that rests on it."""
+    columns = (m.Evidence.media_sha256, m.Evidence.wacz_sha256, m.Evidence.capture_html_sha256,
+               m.Evidence.screenshot_sha256, m.Evidence.working_sha256)
+    with ctx.store.session() as s:
+        ids = s.exec(select(m.Evidence.id).where(or_(*(c == sha256 for c in columns))).order_by(m.Evidence.id)).all()
+    for evidence_id in ids:
+        append_event(ctx.store, evidence_id, "exported", actor, {"kind": "console download", "sha256": sha256})
 
 
 # -- JSON ---------------------------------------------------------------------------------------

@@ -343,6 +343,7 @@ def blob(request: Request, sha256: str, principal: Principal = Depends(current))
                "cache-control": "private, max-age=300"}
     if not inline:
         headers["content-disposition"] = f'attachment; filename="{sha256}"'
+        actions.log_blob_download(ctx, sha256, principal.username)  # a download is an export
     range_header = request.headers.get("range", "")
     if not range_header or range_header.startswith("bytes=0-"):  # a video's later range requests are one view
         _audit(request, principal, "view", f"blob:{sha256}", {"mime": mime})

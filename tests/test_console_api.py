@@ -277,6 +277,20 @@ def test_takedown_build_download_and_status(console, store, blobs):
     assert api.status_code == 400 and "nowhere" in api.json()["detail"]
 
 
+def test_file_download_is_an_export_by_the_logged_in_user(console, store, blobs):
+    ev = make_evidence(store, blobs, seed=21)
+    wacz = blobs.put(b"PK\x03\x04 a web archive")
+    store.update_evidence(ev, wacz_sha256=wacz)
+    client = client_for(console, "vera")
+    client.get(f"/evidence/{ev}")  # viewing is not exporting
+    got = client.get(f"/blob/{wacz}")
+    assert got.status_code == 200 and got.headers["content-disposition"].startswith("attachment")
+    with store.session() as s:
+        events = s.exec(select(m.CustodyEvent).where(m.CustodyEvent.evidence_id == ev)).all()
+    assert [(e.action, e.actor, e.details["sha256"]) for e in events if e.action == "exported"] == [
+        ("exported", "vera", wacz)]
+
+
 # -- search by image ----------------------------------------------------------------------------
 def test_image_search_finds_own_image(console, store, blobs):
     ev = make_evidence(store, blobs, seed=11)
