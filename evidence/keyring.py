@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -131,9 +132,15 @@ def export_public(folder: str | Path, out: str | Path) -> list[KeyInfo]:
 def _write(folder: str | Path, keys: list[KeyInfo]) -> None:
     path = keyring_path(folder)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(_dump(keys), "utf-8")
-    os.replace(tmp, path)  # a crash mid-write never leaves a half keyring
+    # A private temporary name: capture workers loading the key at once must not share one.
+    fd, tmp = tempfile.mkstemp(prefix=".keyring-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(_dump(keys))
+        os.replace(tmp, path)  # a crash mid-write never leaves a half keyring
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _dump(keys: list[KeyInfo]) -> str:

@@ -99,7 +99,11 @@ def _register(signer: "Signer", *, new: bool) -> None:
 
     try:
         register(signer.folder, signer.key_id, signer.public_key_hex, new=new)
-    except (OSError, KeyringError) as exc:
+    except OSError:
+        if not new:
+            return  # a read-only key folder (a mounted secret) still signs; verify falls back to its key
+        raise
+    except KeyringError as exc:
         raise SigningError(f"cannot record the key in {signer.folder}'s keyring: {exc}") from None
 
 

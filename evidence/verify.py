@@ -81,19 +81,22 @@ def trusted_keys(key_ids: "Collection[str] | dict[str, KeyInfo] | None" = None, 
 
 
 def ensure_intact(store: Store, evidence_id: int, *, actor: str, action: str, blobs: BlobStore | None = None,
-                  key_ids: "Collection[str] | dict[str, KeyInfo] | None" = None, chain: bool = False) -> None:
+                  key_ids: "Collection[str] | dict[str, KeyInfo] | None" = None,
+                  chain: "bool | list[ChainProblem]" = False) -> None:
     """Refuse (TamperedError, and an "integrity_refused" custody event naming `action` and
     `actor`) when the record no longer matches its last seal. Called before anything builds on
     a record (a re-seal, a review, an assessment, a takedown packet), so an edited row is never
     re-sealed or sent out as if it were genuine. A record never sealed passes. `blobs` also
-    re-hashes its files; `chain` also walks the custody log (costly: the whole log)."""
+    re-hashes its files; `chain` True also walks the custody log (costly: the whole log), or is
+    verify_chain's result when the caller already has it."""
     if latest_seal(store, evidence_id) is None:
         return
     try:
         trusted = trusted_keys(key_ids)
     except KeyringError as exc:
         raise TamperedError(evidence_id, [f"the deployment keyring cannot be read: {exc}"]) from None
-    report = verify_evidence(store, blobs, evidence_id, key_ids=trusted, chain=None if chain else [])
+    known = chain if isinstance(chain, list) else (None if chain else [])
+    report = verify_evidence(store, blobs, evidence_id, key_ids=trusted, chain=known)
     if report.ok:
         return
     append_event(store, evidence_id, "integrity_refused", actor or "system",

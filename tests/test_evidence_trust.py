@@ -347,3 +347,14 @@ def test_video_notice_shows_key_frames_and_suspect_segments(store, blobs, tmp_pa
     assert "점수가 0.50 이상인 프레임 구간: 1.0-1.5 s" in page and "classifier demo scored" not in page
     assert "게시물의 영상(" in item["explanation"] and "likely_fake" not in item["explanation"]
     assert page.count("#선거") == 1
+
+
+def test_takedown_refuses_a_record_whose_custody_log_was_altered(store, blobs, tmp_path, signer):
+    ev = make_evidence(store, blobs, seed=8)
+    seal_evidence(store, ev, signer)
+    review_evidence(store, ev, "confirmed", "lee", "jaw seams", key_ids={signer.key_id})
+    seal_evidence(store, ev, signer, actor="lee", check_previous=False)
+    edit(store, "UPDATE custodyevent SET actor = 'mallory' WHERE evidence_id = :id AND action = 'reviewed'", id=ev)
+    with pytest.raises(TakedownError, match="custody log row .* was edited"):
+        build_takedown(store, blobs, [ev], "demo", tmp_path / "p", load_takedown_config(), signer, actor="lee")
+    assert not (tmp_path / "p").exists()
