@@ -166,7 +166,7 @@ def _render_html(packet: dict[str, Any]) -> str:
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{CSP}">
 <title>Takedown evidence #{rec['id']}</title>
-<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}td,th{{border:1px solid #ccc;padding:4px;vertical-align:top}}table{{border-collapse:collapse}}</style>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}td,th{{border:1px solid #ccc;padding:4px;vertical-align:top;word-break:keep-all;overflow-wrap:break-word}}a,code{{overflow-wrap:anywhere}}table{{border-collapse:collapse}}</style>
 </head><body>
 <h1>Evidence #{rec['id']}: {e(str(rec['verdict']))}</h1>
 <p><b>Post:</b> {_link(post['url'])} by {e(post['account'])} on {e(post['platform'])}, posted {e(str(post['created_at']))}</p>
