@@ -221,6 +221,24 @@ def test_review_by_investigator(console, store, blobs):
     assert empty.status_code == 400 and "rationale" in empty.text
 
 
+def test_review_of_an_edited_record_is_refused(console, store, blobs):
+    from sqlalchemy import text
+
+    ev = make_evidence(store, blobs, seed=22)
+    client = client_for(console, "ivan")
+    first = client.post(f"/api/v1/evidence/{ev}/review", json={"decision": "confirmed", "rationale": "jaw seams"},
+                        headers={"X-CSRF-Token": csrf_of(client)})
+    assert first.status_code == 200 and first.json()["seal_sha256"]
+    with store.engine.begin() as conn:  # behind deepwatch's back
+        conn.execute(text("UPDATE evidence SET review_status = 'dismissed' WHERE id = :id"), {"id": ev})
+    again = client.post(f"/api/v1/evidence/{ev}/review", json={"decision": "confirmed", "rationale": "still fake"},
+                        headers={"X-CSRF-Token": csrf_of(client)})
+    assert again.status_code == 400 and "does not match its last seal" in again.json()["detail"]
+    with store.session() as s:
+        events = s.exec(select(m.CustodyEvent).where(m.CustodyEvent.evidence_id == ev).order_by(m.CustodyEvent.seq)).all()
+    assert [(e.action, e.actor) for e in events][-1] == ("integrity_refused", "ivan")
+
+
 # -- takedowns ----------------------------------------------------------------------------------
 def test_takedown_build_download_and_status(console, store, blobs):
     first, second = make_evidence(store, blobs, seed=9), make_evidence(store, blobs, seed=10)
