@@ -165,6 +165,7 @@ def seal_evidence(store: Store, evidence_id: int, signer: Signer, *, tsa_url: st
     done = _seal_of_request(store, request_id)
     if done is not None:
         return done
+    signer = signer.current()  # a key rotated while this process ran: sign with the new one
     if check_previous:
         from evidence.verify import ensure_intact, trusted_keys
 

@@ -33,6 +33,7 @@ def key_dir() -> Path:
 class Signer:
     private_key: Ed25519PrivateKey
     folder: Path | None = None  # the key folder (its keyring lists every key it has used)
+    loaded_from: tuple[int, int] | None = None  # (inode, mtime_ns) of the PEM when it was read
 
     @classmethod
     def load_or_create(cls, folder: str | Path | None = None) -> "Signer":
@@ -45,15 +46,28 @@ class Signer:
                 raise SigningError(f"{pem} is not a readable PEM private key: {exc}") from None
             if not isinstance(key, Ed25519PrivateKey):
                 raise SigningError(f"{pem} holds a {type(key).__name__}, not an Ed25519 key")
-            signer = cls(key, path)
+            signer = cls(key, path, _stamp(pem))
             _register(signer, new=False)  # a key made before keyrings existed joins it now
             return signer
         path.mkdir(parents=True, exist_ok=True)
         key = Ed25519PrivateKey.generate()
         _write_private(pem, key)
-        signer = cls(key, path)
+        signer = cls(key, path, _stamp(pem))
         _register(signer, new=True)
         return signer
+
+    def current(self) -> "Signer":
+        """This signer, or the folder's new key when it was rotated since this one was loaded: a
+        long-running process (the console, a campaign) must not go on signing with a retired key,
+        whose seals would fall outside its validity period."""
+        if self.folder is None:
+            return self
+        pem = self.folder / KEY_FILE
+        try:
+            stamp = _stamp(pem)
+        except OSError:
+            return self
+        return self if stamp == self.loaded_from else Signer.load_or_create(self.folder)
 
     @property
     def public_key_hex(self) -> str:
@@ -83,6 +97,11 @@ def rotate(folder: str | Path | None = None) -> tuple[str | None, "Signer"]:
         retire(path, old, datetime.now(timezone.utc))
         os.replace(pem, path / f"retired-{old[:16]}.pem")
     return old, Signer.load_or_create(path)
+
+
+def _stamp(pem: Path) -> tuple[int, int]:
+    st = pem.stat()
+    return st.st_ino, st.st_mtime_ns
 
 
 def _write_private(pem: Path, key: Ed25519PrivateKey) -> None:

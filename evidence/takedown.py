@@ -159,6 +159,7 @@ def build_takedown(
     if not actor or not str(actor).strip():
         raise TakedownError("a takedown packet needs the name of the person building it (actor)")
     actor = str(actor).strip()
+    signer = signer.current()  # a key rotated while this process ran: sign with the new one
     ids = _checked_ids(evidence_ids)
     settings = config.platform(platform)
     out = Path(out_dir).expanduser().resolve()

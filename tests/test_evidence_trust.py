@@ -358,3 +358,15 @@ def test_takedown_refuses_a_record_whose_custody_log_was_altered(store, blobs, t
     with pytest.raises(TakedownError, match="custody log row .* was edited"):
         build_takedown(store, blobs, [ev], "demo", tmp_path / "p", load_takedown_config(), signer, actor="lee")
     assert not (tmp_path / "p").exists()
+
+
+def test_a_long_running_signer_follows_a_rotation(store, blobs, tmp_path):
+    loaded = Signer.load_or_create(tmp_path / "keys")  # e.g. the console's, loaded at start
+    ev = make_evidence(store, blobs, seed=9)
+    seal_evidence(store, ev, loaded)
+    _, new = rotate(tmp_path / "keys")
+    assert loaded.current().key_id == new.key_id
+    seal = seal_evidence(store, ev, loaded, actor="lee")  # checked with the keyring, signed with the new key
+    assert seal.key_id == new.key_id
+    keys = {k.key_id: k for k in load_keyring(tmp_path / "keys")}
+    assert verify_evidence(store, blobs, ev, key_ids=keys).ok
