@@ -15,11 +15,12 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import or_
 from sqlmodel import select
 
-from evidence.custody import events_for
+from evidence.custody import append_event, events_for
 from evidence.review import ReviewError, review_evidence, review_history
-from evidence.seal import SealError, latest_seal, seal_evidence
+from evidence.seal import SealError, latest_seal, seal_evidence, signer_keys
 from evidence.signing import Signer
 from evidence.takedown import (
     NEXT_STATUSES,
@@ -30,6 +31,7 @@ from evidence.takedown import (
     get_takedown,
 )
 from evidence.tsa import TimestampError
+from evidence.verify import trusted_keys
 from storage import models as m
 from storage.blobs import BlobStore
 from storage.db import Store, as_utc
@@ -125,10 +127,13 @@ def review_and_seal(ctx: ConsoleContext, evidence_id: int, decision: str, review
     with ctx.store.session() as s:
         if s.get(m.Evidence, evidence_id) is None:
             raise NotFound(f"no evidence record with id {evidence_id}")
+    signer = ctx.signer()
+    # The record is checked against its last seal (with this console's keyring) before the
+    # decision changes it; a record that no longer matches is refused (ReviewError).
     outcome = review_evidence(ctx.store, evidence_id, decision, reviewer, rationale,
-                              case_id=(case_id or "").strip() or None)
+                              case_id=(case_id or "").strip() or None, key_ids=signer_keys(signer, trusted_keys))
     try:
-        seal = seal_evidence(ctx.store, evidence_id, ctx.signer(), tsa_url=ctx.tsa_url, actor=reviewer)
+        seal = seal_evidence(ctx.store, evidence_id, signer, tsa_url=ctx.tsa_url, actor=reviewer, check_previous=False)
         sealed, problem = seal.record_sha256, None
     except (SealError, TimestampError) as exc:
         sealed, problem = None, f"recorded, but not re-sealed: {exc}"
@@ -169,8 +174,10 @@ def parse_ids(values: list[str] | list[int]) -> list[int]:
     return ids
 
 
-def build_packet(ctx: ConsoleContext, evidence_ids: list[int], platform: str) -> m.TakedownRequest:
-    """Build a signed packet in a fresh folder under packets_root; record it as drafted."""
+def build_packet(ctx: ConsoleContext, evidence_ids: list[int], platform: str, actor: str, *,
+                 allow_unreviewed: bool = False) -> m.TakedownRequest:
+    """Build a signed packet in a fresh folder under packets_root; record it as drafted, with
+    `actor` (the logged-in user) named in each record's custody log."""
     platform = (platform or "").strip()
     if not platform:
         raise TakedownError("platform: choose the platform the notice goes to")
@@ -178,7 +185,8 @@ def build_packet(ctx: ConsoleContext, evidence_ids: list[int], platform: str) ->
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     # The folder name is ours alone (a configured platform name is not trusted as a path part).
     out = ctx.packets_root / f"takedown-{stamp}-{secrets.token_hex(6)}"
-    return build_takedown(ctx.store, ctx.blobs, evidence_ids, platform, out, ctx.takedown_config, ctx.signer())
+    return build_takedown(ctx.store, ctx.blobs, evidence_ids, platform, out, ctx.takedown_config, ctx.signer(),
+                          actor=actor, allow_unreviewed=allow_unreviewed)
 
 
 def takedown_view(ctx: ConsoleContext, request_id: int) -> dict[str, Any]:
@@ -200,8 +208,9 @@ def takedown_json(row: m.TakedownRequest) -> dict[str, Any]:
     }
 
 
-def packet_zip(ctx: ConsoleContext, request_id: int) -> tuple[Path, str]:
-    """The packet folder as a zip in a temporary file (the caller deletes it) and a download name."""
+def packet_zip(ctx: ConsoleContext, request_id: int, actor: str) -> tuple[Path, str]:
+    """The packet folder as a zip in a temporary file (the caller deletes it) and a download name.
+    The download is an export: each record's custody log names `actor` (the logged-in user)."""
     try:
         row = get_takedown(ctx.store, request_id)
     except TakedownError as exc:
@@ -218,7 +227,21 @@ def packet_zip(ctx: ConsoleContext, request_id: int) -> tuple[Path, str]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    for evidence_id in row.evidence_ids or [row.evidence_id]:
+        append_event(ctx.store, evidence_id, "exported", actor, {
+            "kind": "console download", "takedown_request_id": request_id, "packet_sha256": row.packet_sha256})
     return Path(tmp), f"takedown-{request_id}.zip"
+
+
+def log_blob_download(ctx: ConsoleContext, sha256: str, actor: str) -> None:
+    """A file downloaded from the console leaves deepwatch: an "exported" custody event, naming
+    the logged-in user, on every record that rests on it."""
+    columns = (m.Evidence.media_sha256, m.Evidence.wacz_sha256, m.Evidence.capture_html_sha256,
+               m.Evidence.screenshot_sha256, m.Evidence.working_sha256)
+    with ctx.store.session() as s:
+        ids = s.exec(select(m.Evidence.id).where(or_(*(c == sha256 for c in columns))).order_by(m.Evidence.id)).all()
+    for evidence_id in ids:
+        append_event(ctx.store, evidence_id, "exported", actor, {"kind": "console download", "sha256": sha256})
 
 
 # -- JSON ---------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ class TakedownBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     evidence_ids: list[int] = Field(min_length=1, description="Evidence records, all on one platform")
     platform: str = Field(description="A platform named in the takedown configuration")
+    allow_unreviewed: bool = Field(False, description="Include records no investigator has confirmed; the notice marks them")
 
 
 class StatusBody(BaseModel):
@@ -125,7 +126,8 @@ def takedowns(request: Request, principal: Principal = Depends(current)) -> JSON
 def build_takedown(request: Request, body: TakedownBody,
                    principal: Principal = Depends(require("investigator"))) -> JSONResponse:
     try:
-        row = actions.build_packet(ctx_of(request), body.evidence_ids, body.platform)
+        row = actions.build_packet(ctx_of(request), body.evidence_ids, body.platform, principal.username,
+                                   allow_unreviewed=body.allow_unreviewed)
     except TakedownError as exc:
         raise HTTPException(400, str(exc)) from None
     _audit(request, principal, "export", f"takedown:{row.id}",

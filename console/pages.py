@@ -255,9 +255,11 @@ def takedowns_page(request: Request, principal: Principal = Depends(current)) ->
 
 @router.post("/takedowns", include_in_schema=False)
 def build_takedown_page(request: Request, evidence_ids: list[str] = Form([]), platform: str = Form(""),
+                        allow_unreviewed: str = Form(""),
                         principal: Principal = Depends(require("investigator"))) -> Response:
     try:
-        row = actions.build_packet(ctx_of(request), actions.parse_ids(evidence_ids), platform)
+        row = actions.build_packet(ctx_of(request), actions.parse_ids(evidence_ids), platform, principal.username,
+                                   allow_unreviewed=allow_unreviewed == "yes")
     except TakedownError as exc:
         raise HTTPException(400, str(exc)) from None
     _audit(request, principal, "export", f"takedown:{row.id}",
@@ -278,7 +280,7 @@ def takedown_page(request: Request, request_id: int, principal: Principal = Depe
 def packet_download(request: Request, request_id: int, principal: Principal) -> Response:
     """The packet folder as a zip; shared by the page link and the API."""
     try:
-        path, name = actions.packet_zip(ctx_of(request), request_id)
+        path, name = actions.packet_zip(ctx_of(request), request_id, principal.username)
     except NotFound as exc:
         raise HTTPException(404, str(exc)) from None
     _audit(request, principal, "export", f"takedown:{request_id}", {"download": name})
@@ -341,6 +343,7 @@ def blob(request: Request, sha256: str, principal: Principal = Depends(current))
                "cache-control": "private, max-age=300"}
     if not inline:
         headers["content-disposition"] = f'attachment; filename="{sha256}"'
+        actions.log_blob_download(ctx, sha256, principal.username)  # a download is an export
     range_header = request.headers.get("range", "")
     if not range_header or range_header.startswith("bytes=0-"):  # a video's later range requests are one view
         _audit(request, principal, "view", f"blob:{sha256}", {"mime": mime})

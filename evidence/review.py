@@ -47,14 +47,17 @@ class ReviewOutcome:
 
 
 def review_evidence(store: Store, evidence_id: int, decision: str, reviewer: str, rationale: str,
-                    *, case_id: str | None = None) -> ReviewOutcome:
-    """Record a decision on one evidence record; see the module docstring for what follows."""
+                    *, case_id: str | None = None, key_ids: object = None) -> ReviewOutcome:
+    """Record a decision on one evidence record; see the module docstring for what follows.
+    A record that no longer matches its last seal is refused (ReviewError; `key_ids`: the keys
+    its seals are checked with, default the deployment's keyring)."""
     if decision not in DECISIONS:
         raise ReviewError(f"decision must be one of {', '.join(DECISIONS)}, got {decision!r}")
     if not reviewer or not reviewer.strip():
         raise ReviewError("a review needs the reviewer's name")
     if not rationale or not rationale.strip():
         raise ReviewError("a review needs a rationale: say why the item is confirmed or dismissed")
+    _ensure_intact(store, evidence_id, reviewer.strip(), "review", key_ids)
     with store.session() as s:
         evidence = s.get(m.Evidence, evidence_id)
         if evidence is None:
@@ -84,6 +87,19 @@ def review_evidence(store: Store, evidence_id: int, decision: str, reviewer: str
     return ReviewOutcome(review, banked, unbanked)
 
 
+def _ensure_intact(store: Store, evidence_id: int, actor: str, action: str, key_ids: object) -> None:
+    # A change by a person is re-sealed next: checked first, so an edited row is never laundered.
+    from evidence.verify import TamperedError, ensure_intact
+
+    with store.session() as s:
+        if s.get(m.Evidence, evidence_id) is None:
+            raise ReviewError(f"no evidence record with id {evidence_id}")
+    try:
+        ensure_intact(store, evidence_id, actor=actor, action=action, key_ids=key_ids)  # type: ignore[arg-type]
+    except TamperedError as exc:
+        raise ReviewError(str(exc)) from None
+
+
 def review_history(store: Store, evidence_id: int) -> list[m.Review]:
     with store.session() as s:
         return list(s.exec(select(m.Review).where(m.Review.evidence_id == evidence_id).order_by(m.Review.id)).all())
@@ -107,8 +123,9 @@ _UNSET = object()
 
 def assess_evidence(store: Store, evidence_id: int, actor: str, *, in_ban_window: object = _UNSET,
                     ai_label_present: object = _UNSET, campaign_purpose: object = _UNSET,
-                    notes: str | None = None) -> m.Evidence:
-    """Set legal assessment fields (only those given); the change is a custody event."""
+                    notes: str | None = None, key_ids: object = None) -> m.Evidence:
+    """Set legal assessment fields (only those given); the change is a custody event. A record
+    that no longer matches its last seal is refused (ReviewError)."""
     changes: dict[str, object] = {}
     for name, value in (("in_ban_window", in_ban_window), ("ai_label_present", ai_label_present),
                         ("campaign_purpose", campaign_purpose)):
@@ -121,6 +138,7 @@ def assess_evidence(store: Store, evidence_id: int, actor: str, *, in_ban_window
         changes["legal_notes"] = notes
     if not changes:
         raise ReviewError("nothing to assess: give at least one field")
+    _ensure_intact(store, evidence_id, actor, "assess", key_ids)
     with store.session() as s:
         evidence = s.get(m.Evidence, evidence_id)
         if evidence is None:

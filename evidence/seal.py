@@ -151,16 +151,25 @@ def canonical_json(document: dict[str, Any]) -> str:
 
 def seal_evidence(store: Store, evidence_id: int, signer: Signer, *, tsa_url: str | None = None,
                   tsa_cert: bytes | None = None, actor: str = "system", tsa_timeout_s: float = 10.0,
-                  request_id: str | None = None) -> m.Seal:
+                  request_id: str | None = None, check_previous: bool = True) -> m.Seal:
     """Seal the record as it is now; store the seal and a "sealed" custody event together.
 
     The authority is asked before anything is written, so a refusal (TimestampError) leaves no
     seal and no event behind. `tsa_cert` (PEM) makes the fresh token be checked against the
     authority's certificate before it is kept. With a `request_id` the seal is made at most
-    once: a retry (the first commit went through, its acknowledgement was lost) returns it."""
+    once: a retry (the first commit went through, its acknowledgement was lost) returns it.
+
+    A record sealed before must still match that seal (verify.ensure_intact), else TamperedError:
+    re-sealing an edited row would launder the edit. `check_previous=False` is for callers that
+    ran that check themselves just before making a change of their own (review, assessment)."""
     done = _seal_of_request(store, request_id)
     if done is not None:
         return done
+    signer = signer.current()  # a key rotated while this process ran: sign with the new one
+    if check_previous:
+        from evidence.verify import ensure_intact, trusted_keys
+
+        ensure_intact(store, evidence_id, actor=actor, action="seal", key_ids=signer_keys(signer, trusted_keys))
     record = canonical_record(store, evidence_id)
     with store.session() as s:
         tail = chain_tail(s)
@@ -201,6 +210,14 @@ def seal_evidence(store: Store, evidence_id: int, signer: Signer, *, tsa_url: st
         if done is not None:
             return done
     raise SealError(f"could not store the seal of evidence {evidence_id}: the custody log kept moving")
+
+
+def signer_keys(signer: Signer, trusted_keys) -> dict:
+    """The keys a re-seal trusts: every key in the signer's own keyring (older seals were made
+    with keys rotated out since), and the signer's key itself."""
+    keys = trusted_keys(folder=signer.folder) if signer.folder is not None else {}
+    keys.setdefault(signer.key_id, None)
+    return keys
 
 
 def _seal_of_request(store: Store, request_id: str | None) -> m.Seal | None:

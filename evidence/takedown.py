@@ -40,10 +40,20 @@ from zoneinfo import ZoneInfo
 import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from pydantic import ValidationError
-from sqlalchemy import or_
 from sqlmodel import select
 
 from evidence.custody import append_event
+from evidence.notice_facts import (
+    band_word,
+    bank_entries_for,
+    corroboration,
+    crop_to_content,
+    extra_hashtags,
+    kind_word,
+    localise_reasons,
+    outcome_word,
+    video_stills,
+)
 from evidence.signing import Signer, verify_signature
 from evidence.takedown_config import (
     DEFAULT_CONFIG_PATH,
@@ -69,7 +79,6 @@ from evidence.takedown_tracking import (
     set_takedown_status,
 )
 from storage import models as m
-from storage.bank import BankEntry
 from storage.blobs import BlobStore
 from storage.db import Store, as_utc
 from storage.queries import evidence_detail
@@ -134,15 +143,23 @@ def build_takedown(
     config: TakedownConfig,
     signer: Signer,
     *,
+    actor: str,
+    allow_unreviewed: bool = False,
     sender_override: Sender | dict[str, str] | None = None,
 ) -> m.TakedownRequest:
     """Write one signed takedown packet for `platform` about `evidence_ids`; record it as drafted.
 
     Nothing is written unless everything checks: the records exist, all are on `platform`, none
-    was dismissed by a reviewer, every file they rest on is in the blob store unaltered, and
-    Chromium printed the PDF. The packet is assembled in a scratch folder and moved into place at
-    the end, so a failure never leaves a half-written packet behind.
+    was dismissed by a reviewer, each was confirmed by one (or `allow_unreviewed`, and the notice
+    then says so plainly), each still matches its last seal, every file they rest on is in the
+    blob store unaltered, and Chromium printed the PDF. The packet is assembled in a scratch
+    folder and moved into place at the end, so a failure never leaves a half-written packet.
+    `actor`, the person exporting, is named in each record's "exported" custody event.
     """
+    if not actor or not str(actor).strip():
+        raise TakedownError("a takedown packet needs the name of the person building it (actor)")
+    actor = str(actor).strip()
+    signer = signer.current()  # a key rotated while this process ran: sign with the new one
     ids = _checked_ids(evidence_ids)
     settings = config.platform(platform)
     out = Path(out_dir).expanduser().resolve()
@@ -150,7 +167,8 @@ def build_takedown(
         raise TakedownError(f"output folder {out} is not empty; choose a new one")
     chromium = _chromium_path()  # checked before any work: no Chromium, no PDF, no packet
     sender = _sender(sender_override) if sender_override is not None else config.sender
-    items = _gather(store, ids, platform)
+    items = _gather(store, ids, platform, settings.language, allow_unreviewed)
+    _ensure_all_intact(store, blobs, ids, signer, actor)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
@@ -182,11 +200,28 @@ def build_takedown(
         shutil.rmtree(out, ignore_errors=True)  # no row, no packet: a retry starts clean
         raise
     for evidence_id in ids:
-        append_event(store, evidence_id, "exported", sender.one_line(), {
+        append_event(store, evidence_id, "exported", actor, {
             "takedown_request_id": request.id, "platform": platform, "packet_path": str(out),
-            "packet_sha256": packet_sha256, "signing_key_id": signer.key_id,
+            "packet_sha256": packet_sha256, "signing_key_id": signer.key_id, "sender": sender.one_line(),
+            "unreviewed": evidence_id in {i["row"].id for i in items if not i["reviewed"]},
         })
     return request
+
+
+def _ensure_all_intact(store: Store, blobs: BlobStore, ids: list[int], signer: Signer, actor: str) -> None:
+    """Every record must still match its last seal (files and custody log included): a packet
+    signed over an edited row would lend the deployment's signature to the edit."""
+    from evidence.custody import verify_chain
+    from evidence.seal import signer_keys
+    from evidence.verify import TamperedError, ensure_intact, trusted_keys
+
+    chain = verify_chain(store)  # once for all records: it walks the whole log
+    keys = signer_keys(signer, trusted_keys)
+    for evidence_id in ids:
+        try:
+            ensure_intact(store, evidence_id, actor=actor, action="takedown build", blobs=blobs, key_ids=keys, chain=chain)
+        except TamperedError as exc:
+            raise TakedownError(str(exc)) from None
 
 
 def _sender(value: Sender | dict[str, str]) -> Sender:
@@ -222,7 +257,8 @@ def _chromium_path() -> str:
     return path
 
 
-def _gather(store: Store, ids: list[int], platform: str) -> list[dict[str, Any]]:
+def _gather(store: Store, ids: list[int], platform: str, lang: str = "en",
+            allow_unreviewed: bool = False) -> list[dict[str, Any]]:
     """Everything the notice says about each record, read from the database."""
     with store.session() as s:
         rows = {r.id: r for r in s.exec(select(m.Evidence).where(m.Evidence.id.in_(ids))).all()}  # type: ignore[union-attr]
@@ -237,22 +273,26 @@ def _gather(store: Store, ids: list[int], platform: str) -> list[dict[str, Any]]
     dismissed = [str(i) for i in ids if rows[i].review_status == "dismissed"]
     if dismissed:
         raise TakedownError(f"evidence {', '.join(dismissed)} was dismissed by a reviewer; a notice cannot cite it")
-    return [_item(store, rows[i]) for i in ids]
+    unreviewed = [str(i) for i in ids if rows[i].review_status != "confirmed"]
+    if unreviewed and not allow_unreviewed:
+        raise TakedownError(f"evidence {', '.join(unreviewed)} has not been confirmed by an investigator; review it first, "
+                            f"or allow unreviewed items (--allow-unreviewed; the console's checkbox; the API's "
+                            f"allow_unreviewed) and the notice will say plainly that they were not reviewed")
+    return [_item(store, rows[i], lang) for i in ids]
 
 
-def _item(store: Store, ev: m.Evidence) -> dict[str, Any]:
+def _item(store: Store, ev: m.Evidence, lang: str = "en") -> dict[str, Any]:
     detail = evidence_detail(store, ev.id)
     with store.session() as s:
         media = s.get(m.Media, ev.media_sha256)
         campaign = s.get(m.Campaign, ev.campaign_id)
         reviews = s.exec(select(m.Review).where(m.Review.evidence_id == ev.id).order_by(m.Review.at, m.Review.id)).all()
-        shas = [ev.media_sha256] + ([ev.matched_sha256] if ev.matched_sha256 else [])
-        hash_match = [(BankEntry.signal == "sha256") & (BankEntry.hash_hex.in_(shas))]  # type: ignore[attr-defined]
-        if media.pdq:
-            hash_match.append((BankEntry.signal == "pdq") & (BankEntry.hash_hex == media.pdq))
-        bank = s.exec(
-            select(BankEntry).where(or_(BankEntry.media_sha256.in_(shas), *hash_match)).order_by(BankEntry.id)  # type: ignore[union-attr]
-        ).all()
+    bank = bank_entries_for(store, ev, media.pdq)
+    bank_rows = [
+        {"case_id": b.case_id, "signal": b.signal, "hash": b.hash_hex, "media_sha256": b.media_sha256,
+         "source": b.source, "added_at": as_utc(b.added_at)}
+        for b in bank
+    ]
     zone = campaign_zone(campaign.spec_yaml if campaign else "")
     detections = detail["detections"]
     return {
@@ -267,11 +307,8 @@ def _item(store: Store, ev: m.Evidence) -> dict[str, Any]:
             {"decision": r.decision, "reviewer": r.reviewer, "rationale": r.rationale, "at": as_utc(r.at)}
             for r in reviews
         ],
-        "bank_matches": [
-            {"case_id": b.case_id, "signal": b.signal, "hash": b.hash_hex, "media_sha256": b.media_sha256,
-             "source": b.source, "added_at": as_utc(b.added_at)}
-            for b in bank
-        ],
+        "corroboration": corroboration(store, ev, bank_rows, lang),
+        "reviewed": ev.review_status == "confirmed",
     }
 
 
@@ -310,7 +347,31 @@ def _copy_files(blobs: BlobStore, item: dict[str, Any], scratch: Path) -> list[d
             raise TakedownError(f"evidence #{ev.id}: the {role} blob {sha} no longer matches its hash: the blob store was altered")
         (folder / name).write_bytes(data)
         files.append({"role": role, "path": f"evidence/{ev.id}/{name}", "sha256": sha, "bytes": len(data), "mime": mime})
+        if role == "screenshot":
+            files += _derived(folder, ev.id, [("screenshot, cropped to the post", "screenshot-post.png", "image/png",
+                                               crop_to_content(data), None)])
+        if role == "original media" and item["detail"]["media"]["kind"] == "video":
+            segments = [seg for det in item["detections"] for seg in (det.get("details") or {}).get("segments") or []]
+            files += _derived(folder, ev.id, [
+                (st["role"], f"frames/{st['role'].split()[0]}-{st['t_s']:08.2f}s.jpg", "image/jpeg", st["jpeg"], st["t_s"])
+                for st in video_stills(data, segments)])
     return files
+
+
+def _derived(folder: Path, evidence_id: int, made: list[tuple[str, str, str, bytes | None, float | None]]) -> list[dict[str, Any]]:
+    """Files made from the evidence for people to read (a crop, video stills); the originals stay
+    beside them, so nothing is shown that cannot be checked against the full-resolution file."""
+    out = []
+    for role, name, mime, data, t_s in made:
+        if data is None:
+            continue
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        entry = {"role": role, "path": f"evidence/{evidence_id}/{name}", "sha256": hashlib.sha256(data).hexdigest(),
+                 "bytes": len(data), "mime": mime, "derived": True}
+        out.append(entry | ({"t_s": t_s} if t_s is not None else {}))
+    return out
 
 
 def _when(value: datetime | None, zone: str) -> dict[str, str] | None:
@@ -370,22 +431,30 @@ def _notice_item(item: dict[str, Any], config: TakedownConfig, lang: str) -> dic
             "platform": d["post"]["platform"], "post_id": d["post"]["post_id"], "url": d["post"]["url"],
             "account": d["post"]["account"], "text": d["post"]["text"], "lang": d["post"]["lang"],
             "hashtags": d["post"]["hashtags"], "posted_at": _when(d["post"]["created_at"], zone),
+            # the tags the text does not already show (printing both repeated every tag)
+            "hashtags_not_in_text": extra_hashtags(d["post"]["text"], d["post"]["hashtags"]),
         },
         "media": {
             "url": d["media"]["url"], "sha256": d["media"]["sha256"], "kind": d["media"]["kind"],
+            "kind_local": kind_word(d["media"]["kind"], lang),
             "mime": d["media"]["mime"], "size": d["media"]["size"], "width": d["media"]["width"],
             "height": d["media"]["height"], "duration_s": d["media"]["duration_s"],
             "phash": d["media"]["phash"], "pdq": item["media_pdq"], "working_sha256": ev.working_sha256,
         },
-        "verdict": {"band": ev.verdict, "score": ev.score, "reasons": list(ev.reasons or []),
-                    "review_status": ev.review_status,
+        "verdict": {"band": ev.verdict, "band_local": band_word(ev.verdict or "", lang), "score": ev.score,
+                    "reasons": list(ev.reasons or []), "reasons_local": localise_reasons(list(ev.reasons or []), lang),
+                    "review_status": ev.review_status, "reviewed_by_investigator": item["reviewed"],
                     "matched_sha256": ev.matched_sha256, "match_distance": ev.match_distance},
-        "detections": [_detection(x) for x in item["detections"]],
-        "provenance": [_detection(x) | {"details": x["details"]} for x in item["provenance"]],
+        "detections": [_detection(x, lang) for x in item["detections"]],
+        "provenance": [_detection(x, lang) | {"details": x["details"]} for x in item["provenance"]],
         # Who vouches for a C2PA claim: signer, issuer, trusted or not and by which anchor, TSA.
         "c2pa_trust": next((x["details"]["trust"] for x in item["provenance"]
                             if x["detector"] == "c2pa" and (x["details"] or {}).get("trust")), None),
-        "bank_matches": [b | {"added_at": _when(b["added_at"], zone)} for b in item["bank_matches"]],
+        # Only entries independent of this file corroborate it; entries made from this very
+        # file (its own verdict or review) are listed apart, for completeness.
+        "bank_matches": [_bank(b, zone) for b in item["corroboration"]["independent"]],
+        "bank_entries_not_independent": [_bank(b, zone) for b in item["corroboration"]["not_independent"]],
+        "other_copies": item["corroboration"]["other_copies"],
         "bank_case": item["bank_case"],
         "reviews": [r | {"at": _when(r["at"], zone)} for r in item["reviews"]],
         "legal_assessment": {"in_ban_window": ev.in_ban_window, "ai_label_present": ev.ai_label_present,
@@ -400,9 +469,14 @@ def _notice_item(item: dict[str, Any], config: TakedownConfig, lang: str) -> dic
     return entry
 
 
-def _detection(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: d[k] for k in ("detector", "version", "model_id", "model_revision", "weights_digest",
-                              "outcome", "score", "threshold", "reasons", "media_sha256")}
+def _detection(d: dict[str, Any], lang: str = "en") -> dict[str, Any]:
+    out = {k: d[k] for k in ("detector", "version", "model_id", "model_revision", "weights_digest",
+                             "outcome", "score", "threshold", "reasons", "media_sha256")}
+    return out | {"outcome_local": outcome_word(d["outcome"], lang), "reasons_local": localise_reasons(list(d["reasons"] or []), lang)}
+
+
+def _bank(b: dict[str, Any], zone: str) -> dict[str, Any]:
+    return b | {"added_at": _when(b["added_at"], zone)}
 
 
 # The sentences of a substantiated explanation (DSA Art. 16(2)(a)), per notice language.
@@ -423,6 +497,7 @@ _PHRASES = {
                     False: "It was not found to be made for election campaign purposes."},
         "notes": "Legal notes: {notes}",
         "confirmed": "confirmed", "dismissed": "dismissed",
+        "unreviewed": "NOT REVIEWED: no investigator has confirmed this item yet; it is reported on the automatic analysis alone.",
     },
     "ko": {
         "judged": "{account} 계정이 {posted}에 게시한 {post_url} 게시물의 {kind}({media_url}, sha256 {sha})은(는) "
@@ -440,6 +515,7 @@ _PHRASES = {
                     False: "선거운동 목적이 확인되지 않았습니다."},
         "notes": "법률 검토 메모: {notes}",
         "confirmed": "확인", "dismissed": "기각",
+        "unreviewed": "검토되지 않음: 조사관이 아직 이 항목을 확인하지 않았으며, 자동 분석 결과만으로 신고합니다.",
     },
 }
 
@@ -449,25 +525,33 @@ def explain(entry: dict[str, Any], lang: str) -> str:
     p = _PHRASES.get(lang, _PHRASES["en"])
     v = entry["verdict"]
     parts = [p["judged"].format(
-        kind=entry["media"]["kind"], media_url=entry["media"]["url"], sha=entry["media"]["sha256"],
+        kind=kind_word(entry["media"]["kind"], lang), media_url=entry["media"]["url"], sha=entry["media"]["sha256"],
         post_url=entry["post"]["url"], account=entry["post"]["account"],
         posted=entry["post"]["posted_at"]["local"] if entry["post"]["posted_at"] else "?",
-        band=v["band"], score=f" ({v['score']:.2f})" if v["score"] is not None else "",
+        band=v.get("band_local") or v["band"], score=f" ({v['score']:.2f})" if v["score"] is not None else "",
     )]
-    if v["reasons"]:
-        parts.append(p["reasons"].format(reasons="; ".join(v["reasons"])))
+    if v.get("reviewed_by_investigator") is False:
+        parts.insert(0, p["unreviewed"])
+    reasons = v.get("reasons_local", v["reasons"])
+    if reasons:
+        parts.append(p["reasons"].format(reasons="; ".join(reasons)))
     for det in entry["detections"]:
         model = f" ({det['model_id']}, weights {det['weights_digest'][:12]})" if det["model_id"] and det["weights_digest"] else (
             f" ({det['model_id']})" if det["model_id"] else "")
         scored = ""
         if det["score"] is not None and det["threshold"] is not None:
             scored = f": {det['score']:.2f} ≥ {det['threshold']:.2f}" if det["score"] >= det["threshold"] else f": {det['score']:.2f} < {det['threshold']:.2f}"
-        parts.append(p["detection"].format(detector=det["detector"], model=model, outcome=det["outcome"], scored=scored))
+        parts.append(p["detection"].format(detector=det["detector"], model=model,
+                                           outcome=det.get("outcome_local", det["outcome"]), scored=scored))
     for det in entry["provenance"]:
-        if det["reasons"]:
-            parts.append(p["provenance"].format(detector=det["detector"], reasons="; ".join(det["reasons"])))
+        reasons = det.get("reasons_local", det["reasons"])
+        if reasons:
+            parts.append(p["provenance"].format(detector=det["detector"], reasons="; ".join(reasons)))
     for match in entry["bank_matches"]:
-        parts.append(p["bank"].format(case=match["case_id"], signal=match["signal"]))
+        parts.append(f"{match['text']}." if match.get("text") else p["bank"].format(case=match["case_id"], signal=match["signal"]))
+    copies = entry.get("other_copies") or {}
+    if copies.get("text"):
+        parts.append(copies["text"] + ".")
     for r in entry["reviews"]:
         parts.append(p["review"].format(reviewer=r["reviewer"], decision=p.get(r["decision"], r["decision"]),
                                         at=r["at"]["local"], rationale=r["rationale"]))

@@ -19,9 +19,10 @@ from typing import Any
 
 from sqlmodel import select
 
-from evidence.custody import ChainProblem, verify_chain
+from evidence.custody import ChainProblem, append_event, verify_chain
 from evidence.seal import SEAL_FORMAT, SealError, canonical_record, detection_key, latest_seal, sighting_key
-from evidence.signing import deployment_key_id, verify_signature
+from evidence.keyring import KeyInfo, KeyringError, load_keyring
+from evidence.signing import deployment_key_id, key_dir, verify_signature
 from evidence.tsa import TimestampError, TimestampInfo, verify_token
 from storage import models as m
 from storage.blobs import BlobStore
@@ -48,6 +49,61 @@ class Report:
         return "ok" if self.seal_id is not None else "not sealed"
 
 
+class NoSuchEvidence(LookupError):
+    """No evidence row, seal or custody event names this id: it never existed."""
+
+
+class TamperedError(SealError):
+    """A record no longer matches its last seal; nothing may build on it until that is explained.
+    A SealError, so a campaign that cannot re-seal drops the step with this message."""
+
+    def __init__(self, evidence_id: int, problems: list[str]):
+        self.evidence_id, self.problems = evidence_id, problems
+        shown = "; ".join(problems[:3]) + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
+        super().__init__(f"evidence {evidence_id} does not match its last seal, refusing: {shown}")
+
+
+# A key id with no KeyInfo (a caller's bare set of ids) is trusted at any time.
+Trusted = dict[str, "KeyInfo | None"]
+
+
+def trusted_keys(key_ids: "Collection[str] | dict[str, KeyInfo] | None" = None, folder=None) -> Trusted:
+    """The keys a verification trusts: the caller's (ids or KeyInfo by id), else every key in the
+    deployment's keyring (so seals made before a rotation still verify), else its current key."""
+    if isinstance(key_ids, dict):
+        return dict(key_ids)
+    if key_ids is not None:
+        return {k: None for k in key_ids}
+    keys: Trusted = {k.key_id: k for k in load_keyring(folder if folder is not None else key_dir())}
+    if not keys:
+        keys = {k: None for k in _deployment_keys()}
+    return keys
+
+
+def ensure_intact(store: Store, evidence_id: int, *, actor: str, action: str, blobs: BlobStore | None = None,
+                  key_ids: "Collection[str] | dict[str, KeyInfo] | None" = None,
+                  chain: "bool | list[ChainProblem]" = False) -> None:
+    """Refuse (TamperedError, and an "integrity_refused" custody event naming `action` and
+    `actor`) when the record no longer matches its last seal. Called before anything builds on
+    a record (a re-seal, a review, an assessment, a takedown packet), so an edited row is never
+    re-sealed or sent out as if it were genuine. A record never sealed passes. `blobs` also
+    re-hashes its files; `chain` True also walks the custody log (costly: the whole log), or is
+    verify_chain's result when the caller already has it."""
+    if latest_seal(store, evidence_id) is None:
+        return
+    try:
+        trusted = trusted_keys(key_ids)
+    except KeyringError as exc:
+        raise TamperedError(evidence_id, [f"the deployment keyring cannot be read: {exc}"]) from None
+    known = chain if isinstance(chain, list) else (None if chain else [])
+    report = verify_evidence(store, blobs, evidence_id, key_ids=trusted, chain=known)
+    if report.ok:
+        return
+    append_event(store, evidence_id, "integrity_refused", actor or "system",
+                 {"attempted": action, "problems": report.problems[:20]})
+    raise TamperedError(evidence_id, report.problems)
+
+
 def _format_of(seal: m.Seal | None) -> str:
     """The format a seal was written in (what the current record must be built as to compare);
     no seal, or an unreadable one (which _check_seal reports), compares as the current format."""
@@ -60,15 +116,19 @@ def _format_of(seal: m.Seal | None) -> str:
     return (document.get("format") if isinstance(document, dict) else None) or SEAL_FORMAT
 
 
-def verify_evidence(store: Store, blobs: BlobStore, evidence_id: int, *, key_ids: Collection[str] | None = None,
+def verify_evidence(store: Store, blobs: BlobStore | None, evidence_id: int, *,
+                    key_ids: "Collection[str] | dict[str, KeyInfo] | None" = None,
                     tsa_cert: bytes | None = None, chain: list[ChainProblem] | None = None) -> Report:
-    """Check one record. `key_ids`: the signing keys this deployment trusts (default: the key in
-    the key folder); `tsa_cert`: the authority's certificates (PEM), to check token signatures;
-    `chain`: verify_chain's result, when the caller already has it."""
-    trusted = set(key_ids) if key_ids is not None else _deployment_keys()
-    chain = verify_chain(store) if chain is None else chain
+    """Check one record. `key_ids`: the signing keys trusted (ids, or KeyInfo by id with validity
+    periods; default: the deployment's keyring); `tsa_cert`: the authority's certificates (PEM),
+    to check token signatures; `chain`: verify_chain's result, when the caller already has it;
+    `blobs` None skips re-hashing the files. NoSuchEvidence when nothing knows the id."""
+    trusted = trusted_keys(key_ids)
     report = Report(evidence_id)
     seal = latest_seal(store, evidence_id)
+    if seal is None and not _known(store, evidence_id):
+        raise NoSuchEvidence(f"no such evidence record: {evidence_id}")
+    chain = verify_chain(store) if chain is None else chain
     try:
         current = canonical_record(store, evidence_id, _format_of(seal))
     except SealError:
@@ -84,23 +144,31 @@ def verify_evidence(store: Store, blobs: BlobStore, evidence_id: int, *, key_ids
         _diff_record(evidence_id, sealed_record, current, report)
         if len(report.problems) > changes_before:
             _hint_later_events(store, seal, report)
-    _check_blobs(blobs, [r for r in (current, sealed_record) if r is not None], report)
+    if blobs is not None:
+        _check_blobs(blobs, [r for r in (current, sealed_record) if r is not None], report)
     report.problems.extend(p.message for p in chain if p.evidence_id == evidence_id)
     return report
 
 
-def verify_all(store: Store, blobs: BlobStore, *, key_ids: Collection[str] | None = None,
+def verify_all(store: Store, blobs: BlobStore, *, key_ids: "Collection[str] | dict[str, KeyInfo] | None" = None,
                tsa_cert: bytes | None = None) -> list[Report]:
     """Every record the database knows of: evidence rows, sealed ids and ids the custody log
     names (so a record deleted with its seals still shows). Pair it with `verify_chain(store)`
     for the problems of the log itself."""
-    trusted = set(key_ids) if key_ids is not None else _deployment_keys()
+    trusted = trusted_keys(key_ids)
     chain = verify_chain(store)
     with store.session() as s:
         ids = set(s.exec(select(m.Evidence.id)).all())
         ids |= set(s.exec(select(m.Seal.evidence_id)).all())
         ids |= {i for i in s.exec(select(m.CustodyEvent.evidence_id)).all() if i is not None}
     return [verify_evidence(store, blobs, i, key_ids=trusted, tsa_cert=tsa_cert, chain=chain) for i in sorted(ids)]
+
+
+def _known(store: Store, evidence_id: int) -> bool:
+    with store.session() as s:
+        if s.get(m.Evidence, evidence_id) is not None:
+            return True
+        return s.exec(select(m.CustodyEvent.seq).where(m.CustodyEvent.evidence_id == evidence_id).limit(1)).first() is not None
 
 
 def _deployment_keys() -> set[str]:
@@ -110,7 +178,7 @@ def _deployment_keys() -> set[str]:
 
 # -- the seal itself ---------------------------------------------------------------------------------
 
-def _check_seal(store: Store, seal: m.Seal, evidence_id: int, trusted: set[str], tsa_cert: bytes | None,
+def _check_seal(store: Store, seal: m.Seal, evidence_id: int, trusted: Trusted, tsa_cert: bytes | None,
                 report: Report) -> dict[str, Any] | None:
     """Check the seal row; returns the sealed record when its JSON can be read."""
     report.seal_id, report.sealed_at = seal.id, as_utc(seal.sealed_at).isoformat()
@@ -122,9 +190,8 @@ def _check_seal(store: Store, seal: m.Seal, evidence_id: int, trusted: set[str],
         report.problems.append(f"{where}: its key id does not match its public key")
     if not verify_signature(seal.public_key, seal.signature, _hex_bytes(seal.record_sha256)):
         report.problems.append(f"{where}: the signature does not verify with the public key it names")
-    if seal.key_id not in trusted:
-        report.problems.append(f"{where}: signed by an unknown key {seal.key_id[:16]}... (not this deployment's key)")
     _check_token(seal, where, tsa_cert, report)
+    _check_key(seal, where, trusted, report)
     try:
         document = json.loads(seal.record_json)
     except ValueError:
@@ -134,6 +201,24 @@ def _check_seal(store: Store, seal: m.Seal, evidence_id: int, trusted: set[str],
         report.problems.append(f"{where}: it seals evidence {document.get('evidence_id')}, not this record")
     _check_anchor(store, document.get("custody_anchor"), where, report)
     return document.get("record")
+
+
+def _check_key(seal: m.Seal, where: str, trusted: Trusted, report: Report) -> None:
+    """The key must be in the trusted set, be the very public key listed there, and have been
+    valid when the seal was made (the authority's time when there is a token, else the row's)."""
+    if seal.key_id not in trusted:
+        report.problems.append(f"{where}: signed by an unknown key {seal.key_id[:16]}... (not in the trusted keys)")
+        return
+    info = trusted[seal.key_id]
+    if info is None:
+        return
+    if info.public_key != (seal.public_key or "").lower():
+        report.problems.append(f"{where}: its public key is not the trusted key {seal.key_id[:16]}...")
+    when = report.timestamp.gen_time if report.timestamp is not None else as_utc(seal.sealed_at)
+    if not info.valid_at(when):
+        period = f"{info.not_before.isoformat() if info.not_before else 'the start'} to {info.not_after.isoformat() if info.not_after else 'now'}"
+        report.problems.append(f"{where}: made at {when.isoformat()} with key {seal.key_id[:16]}..., "
+                               f"which was valid only from {period}")
 
 
 def _check_token(seal: m.Seal, where: str, tsa_cert: bytes | None, report: Report) -> None:

@@ -299,6 +299,7 @@ def evidence_show(
 def evidence_export(
     evidence_id: int = typer.Argument(...),
     out: Path = typer.Argument(..., help="New folder for the takedown packet"),
+    actor: str = typer.Option(..., "--actor", help="Who exports (recorded in the custody log)"),
     db: Optional[str] = DbOpt,
     blobs: Optional[str] = BlobsOpt,
 ) -> None:
@@ -307,7 +308,7 @@ def evidence_export(
     from storage.packet import PacketError, export_packet
 
     try:
-        folder = export_packet(_open_store(db), open_blobs(_blobs(blobs)), evidence_id, out)
+        folder = export_packet(_open_store(db), open_blobs(_blobs(blobs)), evidence_id, out, actor=actor)
     except (PacketError, KeyError, BlobStoreError, ValueError) as exc:
         _fail(str(exc), code=1)
     console.print(f"takedown packet written to {folder}")
@@ -447,6 +448,7 @@ def demo_serve(
 from orchestrator import cli_console, cli_db, cli_evidence, cli_rescan, cli_users  # noqa: E402,F401  (register their commands on `app`)
 from orchestrator import cli_detectors  # noqa: E402,F401  (registers `detectors` commands on `detectors_app`)
 from orchestrator import cli_profile  # noqa: E402,F401  (registers `profile` commands: site profiles)
+from orchestrator import cli_keys  # noqa: E402,F401  (registers `keys` commands on `app`)
 
 
 def main() -> None:

@@ -55,12 +55,17 @@ def _tsa(url: Optional[str], cert: Optional[Path]) -> tuple[Optional[str], Optio
         _fail(f"{cert_path}: cannot read the TSA certificate: {exc.strerror or exc}")
 
 
-def _seal(store: Any, evidence_id: int, actor: str, tsa_url: Optional[str], tsa_cert: Optional[bytes]) -> Any:
+def _seal(store: Any, evidence_id: int, actor: str, tsa_url: Optional[str], tsa_cert: Optional[bytes],
+          check_previous: bool = True) -> Any:
     from evidence.seal import SealError, seal_evidence
     from evidence.tsa import TimestampError
+    from evidence.verify import TamperedError
 
     try:
-        return seal_evidence(store, evidence_id, _signer(), tsa_url=tsa_url, tsa_cert=tsa_cert, actor=actor)
+        return seal_evidence(store, evidence_id, _signer(), tsa_url=tsa_url, tsa_cert=tsa_cert, actor=actor,
+                             check_previous=check_previous)
+    except TamperedError as exc:
+        _fail(str(exc), code=1)
     except (SealError, TimestampError) as exc:
         _fail(f"evidence {evidence_id}: not sealed: {exc}", code=1)
 
@@ -96,7 +101,8 @@ def evidence_review(
     bank = f"; {outcome.banked} hash(es) banked" if outcome.banked else ""
     bank += f"; {outcome.unbanked} bank entr(ies) removed" if outcome.unbanked else ""
     console.print(f"evidence {evidence_id}: {outcome.review.decision} by {outcome.review.reviewer}{bank}")
-    _say_sealed(evidence_id, _seal(store, evidence_id, reviewer, *_tsa(tsa_url, tsa_cert)))
+    # review_evidence checked the record against its seal before changing it
+    _say_sealed(evidence_id, _seal(store, evidence_id, reviewer, *_tsa(tsa_url, tsa_cert), check_previous=False))
 
 
 @evidence_app.command("assess")
@@ -124,7 +130,7 @@ def evidence_assess(
     shown = {True: "yes", False: "no", None: "unknown"}
     console.print(f"evidence {evidence_id}: ban window {shown[row.in_ban_window]}, AI label {shown[row.ai_label_present]}, "
                   f"campaign purpose {shown[row.campaign_purpose]}", highlight=False)
-    _say_sealed(evidence_id, _seal(store, evidence_id, actor, *_tsa(tsa_url, tsa_cert)))
+    _say_sealed(evidence_id, _seal(store, evidence_id, actor, *_tsa(tsa_url, tsa_cert), check_previous=False))
 
 
 @evidence_app.command("history")
@@ -181,25 +187,35 @@ def evidence_verify(
     evidence_id: Optional[int] = typer.Argument(None),
     all_records: bool = typer.Option(False, "--all", help="Every record and the whole custody log"),
     tsa_cert: Optional[Path] = TsaCertOpt,
+    trusted_keys: Optional[Path] = typer.Option(
+        None, "--trusted-keys", help="Public keys to trust (from `deepwatch keys export`); no private key needed"),
     as_json: bool = typer.Option(False, "--json"),
     db: Optional[str] = DbOpt,
     blobs: Optional[str] = BlobsOpt,
 ) -> None:
     """Recompute every hash and signature; report any edit to a row, a blob or the custody log.
-    Exits 1 when something was tampered with."""
+    Exits 1 when something was tampered with, 2 for a record that never existed."""
     from evidence.custody import verify_chain
-    from evidence.verify import verify_all, verify_evidence
+    from evidence.keyring import KeyringError, load_trusted
+    from evidence.verify import NoSuchEvidence, trusted_keys as deployment_keys, verify_all, verify_evidence
     from storage.blobs import open_blobs
 
     if (evidence_id is None) == (not all_records):
         _fail("give an evidence ID or --all")
+    try:
+        keys = load_trusted(trusted_keys) if trusted_keys is not None else deployment_keys()
+    except KeyringError as exc:
+        _fail(str(exc))
     store, blob_store = _open_store(db), open_blobs(_blobs(blobs))
     cert = _tsa(None, tsa_cert)[1]
     chain = verify_chain(store)
     if evidence_id is not None:
-        reports = [verify_evidence(store, blob_store, evidence_id, tsa_cert=cert, chain=chain)]
+        try:
+            reports = [verify_evidence(store, blob_store, evidence_id, key_ids=keys, tsa_cert=cert, chain=chain)]
+        except NoSuchEvidence as exc:
+            _fail(str(exc), code=2)
     else:
-        reports = verify_all(store, blob_store, tsa_cert=cert)
+        reports = verify_all(store, blob_store, key_ids=keys, tsa_cert=cert)
     chain_problems = [f"seq {p.seq}: {p.message}" for p in chain] if all_records else []
     if as_json:
         typer.echo(json.dumps({
@@ -279,17 +295,22 @@ def takedown_build(
     platform: str = typer.Option(..., "--platform"),
     out: Path = typer.Option(..., "--out", help="A new, empty folder for the packet"),
     config: Optional[Path] = typer.Option(None, "--config", help="Takedown config YAML (sender, legal bases, platforms)"),
+    actor: str = typer.Option(..., "--actor", help="Who builds the packet (recorded in each record's custody log)"),
+    allow_unreviewed: bool = typer.Option(
+        False, "--allow-unreviewed", help="Include records no investigator has confirmed; the notice marks them plainly"),
     db: Optional[str] = DbOpt,
     blobs: Optional[str] = BlobsOpt,
 ) -> None:
-    """Build a signed takedown packet (HTML, PDF, JSON, evidence files, sha256 manifest)."""
+    """Build a signed takedown packet (HTML, PDF, JSON, evidence files, sha256 manifest).
+    Refuses records not confirmed by an investigator (unless --allow-unreviewed) and records that
+    no longer match their last seal."""
     from evidence.takedown import TakedownError, build_takedown
     from storage.blobs import open_blobs
 
     store = _open_store(db)
     try:
         request = build_takedown(store, open_blobs(_blobs(blobs)), list(evidence_ids), platform, out,
-                                 _takedown_config(config), _signer())
+                                 _takedown_config(config), _signer(), actor=actor, allow_unreviewed=allow_unreviewed)
     except TakedownError as exc:
         _fail(str(exc), code=1)
     console.print(f"takedown request {request.id} ({request.status}) for {platform}: {request.packet_path}\n"

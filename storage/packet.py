@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import re
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -35,7 +36,10 @@ class PacketError(RuntimeError):
     pass
 
 
-def export_packet(store: Store, blobs: BlobStore, evidence_id: int, out_dir: str | Path) -> Path:
+def export_packet(store: Store, blobs: BlobStore, evidence_id: int, out_dir: str | Path, *, actor: str) -> Path:
+    """Write the packet and log an "exported" custody event naming `actor` (the person exporting)."""
+    if not actor or not actor.strip():
+        raise PacketError("an export needs the name of the person exporting (actor)")
     record = evidence_detail(store, evidence_id)
     if record is None:
         raise PacketError(f"no evidence record with id {evidence_id}")
@@ -74,6 +78,13 @@ def export_packet(store: Store, blobs: BlobStore, evidence_id: int, out_dir: str
     (out / "evidence.json").write_text(json.dumps(packet, indent=2, ensure_ascii=False, default=str), "utf-8")
     (out / "index.html").write_text(_render_html(packet), "utf-8")
     _write_manifest(out)
+    from evidence.custody import append_event  # storage stays importable without evidence/
+
+    manifest = (out / "MANIFEST.sha256").read_bytes()
+    append_event(store, evidence_id, "exported", actor.strip(), {
+        "kind": "evidence export", "packet_path": str(out.resolve()),
+        "manifest_sha256": hashlib.sha256(manifest).hexdigest(),
+    })
     return out
 
 
@@ -141,7 +152,7 @@ def _render_html(packet: dict[str, Any]) -> str:
         for d in rec["detections"]
     )
     sight_rows = "".join(
-        f"<tr><td>{e(s['platform'])}</td><td>{e(s['account'])}</td><td>{e(s['post_url'])}</td>"
+        f"<tr><td>{e(s['platform'])}</td><td>{e(s['account'])}</td><td>{_link(s['post_url'])}</td>"
         f"<td>{e(str(s['seen_at']))}</td></tr>"
         for s in rec["sightings"]
     )
@@ -153,13 +164,14 @@ def _render_html(packet: dict[str, Any]) -> str:
     )
     shot = '<h2>Screenshot</h2><img src="screenshot.png" style="max-width:100%">' if "screenshot" in files else ""
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{CSP}">
 <title>Takedown evidence #{rec['id']}</title>
-<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}td,th{{border:1px solid #ccc;padding:4px;vertical-align:top}}table{{border-collapse:collapse}}</style>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}td,th{{border:1px solid #ccc;padding:4px;vertical-align:top;word-break:keep-all;overflow-wrap:break-word}}a,code{{overflow-wrap:anywhere}}table{{border-collapse:collapse}}</style>
 </head><body>
 <h1>Evidence #{rec['id']}: {e(str(rec['verdict']))}</h1>
-<p><b>Post:</b> <a href="{e(post['url'])}">{e(post['url'])}</a> by {e(post['account'])} on {e(post['platform'])}, posted {e(str(post['created_at']))}</p>
+<p><b>Post:</b> {_link(post['url'])} by {e(post['account'])} on {e(post['platform'])}, posted {e(str(post['created_at']))}</p>
 <p><b>Post text:</b> {e(post['text'])}</p>
-<p><b>Media:</b> {e(media['url'])}<br>sha256 <code>{e(media['sha256'])}</code>, pHash <code>{e(str(media['phash']))}</code></p>
+<p><b>Media:</b> {_link(media['url'])}<br>sha256 <code>{e(media['sha256'])}</code>, pHash <code>{e(str(media['phash']))}</code></p>
 {media_tag}
 <p><b>Captured at (UTC):</b> {e(str(rec['captured_at']))}</p>
 <h2>Why</h2><p>{e(packet['notice']['explanation'])}</p>
@@ -170,6 +182,20 @@ def _render_html(packet: dict[str, Any]) -> str:
 <p><small>Generated {e(packet['generated_at'])} by {e(packet['generator'])}. File digests in MANIFEST.sha256.</small></p>
 </body></html>
 """
+
+
+# The page shows hostile text (post text, account names, URLs from the platform): no script may
+# run, nothing may load from outside the packet, no form may post anywhere.
+CSP = ("default-src 'none'; img-src 'self'; media-src 'self'; style-src 'unsafe-inline'; "
+       "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+
+def _link(url: object) -> str:
+    """A link only for http(s) URLs; anything else (javascript:, data:, file:) is shown as text."""
+    text = html.escape(str(url or ""))
+    if isinstance(url, str) and re.match(r"(?i)^https?://[^\s]+$", url):
+        return f'<a href="{text}" rel="noopener noreferrer">{text}</a>'
+    return f"<code>{text}</code>"
 
 
 def _num(value: float | None) -> str:

@@ -113,13 +113,13 @@ def test_investigator_commands(campaign, tmp_path):
     assert detail["screenshot_sha256"], "flagged posts are captured in the browser"
     assert "matches known fake" in detail["reasons"][0]
     out = tmp_path / "packet"
-    _cli(work, "evidence", "export", str(reupload["id"]), str(out))
+    _cli(work, "evidence", "export", str(reupload["id"]), str(out), "--actor", "analyst-kim")
     from storage.packet import verify_packet
 
     assert (out / "screenshot.png").exists() and verify_packet(out) == []
     image_ev = next(r for r in rows if r["matched_sha256"] and r["media_url"].endswith(".jpg"))
     out = tmp_path / "packet-image"
-    _cli(work, "evidence", "export", str(image_ev["id"]), str(out))
+    _cli(work, "evidence", "export", str(image_ev["id"]), str(out), "--actor", "analyst-kim")
     media_file = next((out / "media").iterdir())
     similar = json.loads(_cli(work, "evidence", "similar", str(media_file), "--json"))
     assert similar["matches"][0]["distance"] == 0 and similar["matches"][0]["sha256"] == image_ev["media_sha256"]

@@ -57,6 +57,21 @@ def test_seal_verify_tamper_review_reseal(env):
     assert tampered.exit_code == 1
     assert "TAMPERED" in tampered.output and "score" in tampered.output and "0.93" in tampered.output
 
+    # Nothing builds on the edited row: a review, an assessment, a re-seal and a takedown are
+    # refused, each refusal is logged, and verify still says TAMPERED afterwards.
+    review = cli("evidence", "review", str(ev1), "--confirm", "--reviewer", "lee", "--rationale", "looks fake")
+    assert review.exit_code == 2 and "does not match its last seal" in " ".join(review.output.split())
+    assert cli("evidence", "assess", str(ev1), "--actor", "lee", "--purpose", "yes").exit_code == 2
+    reseal = cli("evidence", "seal", str(ev1), "--actor", "lee")
+    assert reseal.exit_code == 1 and "score" in reseal.output
+    packet = cli("takedown", "build", str(ev1), "--platform", "demo", "--out", str(tmp / "p1"), "--actor", "lee",
+                 "--allow-unreviewed")
+    assert packet.exit_code == 1 and "does not match its last seal" in " ".join(packet.output.split())
+    assert not (tmp / "p1").exists()
+    assert cli("evidence", "verify", str(ev1)).exit_code == 1
+    refusals = cli("evidence", "history", str(ev1), "--json").output
+    assert refusals.count('"integrity_refused"') == 4 and '"attempted": "takedown build"' in refusals
+
     reviewed = cli("evidence", "review", str(ev2), "--confirm", "--reviewer", "kim",
                    "--rationale", "jaw seams; original clip found", "--case", "NEC-2026-7")
     assert reviewed.exit_code == 0, reviewed.output
@@ -77,7 +92,10 @@ def test_seal_verify_tamper_review_reseal(env):
 def test_takedown_packet_and_tracking(env):
     tmp, ids, _ = env
     out = tmp / "packet"
-    built = cli("takedown", "build", *map(str, ids), "--platform", "demo", "--out", str(out))
+    unreviewed = cli("takedown", "build", *map(str, ids), "--platform", "demo", "--out", str(out), "--actor", "kim")
+    assert unreviewed.exit_code == 1 and "--allow-unreviewed" in " ".join(unreviewed.output.split())
+    built = cli("takedown", "build", *map(str, ids), "--platform", "demo", "--out", str(out), "--actor", "kim",
+                "--allow-unreviewed")
     assert built.exit_code == 0, built.output
     assert "takedown request 1 (drafted) for demo" in built.output
     assert (out / "notice.pdf").read_bytes().startswith(b"%PDF")
@@ -92,7 +110,10 @@ def test_takedown_packet_and_tracking(env):
     listed = cli("takedown", "list", "--json")
     assert '"status": "sent"' in listed.output
 
-    again = cli("takedown", "build", str(ids[0]), "--platform", "demo", "--out", str(out))
+    exported = cli("evidence", "history", str(ids[0]), "--json").output
+    assert '"action": "exported"' in exported and '"actor": "kim"' in exported
+    again = cli("takedown", "build", str(ids[0]), "--platform", "demo", "--out", str(out), "--actor", "kim",
+                "--allow-unreviewed")
     assert again.exit_code == 1 and "not empty" in " ".join(again.output.split())
 
 

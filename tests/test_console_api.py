@@ -221,12 +221,35 @@ def test_review_by_investigator(console, store, blobs):
     assert empty.status_code == 400 and "rationale" in empty.text
 
 
+def test_review_of_an_edited_record_is_refused(console, store, blobs):
+    from sqlalchemy import text
+
+    ev = make_evidence(store, blobs, seed=22)
+    client = client_for(console, "ivan")
+    first = client.post(f"/api/v1/evidence/{ev}/review", json={"decision": "confirmed", "rationale": "jaw seams"},
+                        headers={"X-CSRF-Token": csrf_of(client)})
+    assert first.status_code == 200 and first.json()["seal_sha256"]
+    with store.engine.begin() as conn:  # behind deepwatch's back
+        conn.execute(text("UPDATE evidence SET review_status = 'dismissed' WHERE id = :id"), {"id": ev})
+    again = client.post(f"/api/v1/evidence/{ev}/review", json={"decision": "confirmed", "rationale": "still fake"},
+                        headers={"X-CSRF-Token": csrf_of(client)})
+    assert again.status_code == 400 and "does not match its last seal" in again.json()["detail"]
+    with store.session() as s:
+        events = s.exec(select(m.CustodyEvent).where(m.CustodyEvent.evidence_id == ev).order_by(m.CustodyEvent.seq)).all()
+    assert [(e.action, e.actor) for e in events][-1] == ("integrity_refused", "ivan")
+
+
 # -- takedowns ----------------------------------------------------------------------------------
 def test_takedown_build_download_and_status(console, store, blobs):
     first, second = make_evidence(store, blobs, seed=9), make_evidence(store, blobs, seed=10)
     client = client_for(console, "ivan")
+    refused = client.post("/takedowns", data={"evidence_ids": [str(first), str(second)], "platform": "demo",
+                                              "csrf_token": csrf_of(client)}, follow_redirects=False)
+    assert refused.status_code == 400 and "not been confirmed by an investigator" in refused.text
+    assert 'name="allow_unreviewed"' in client.get("/gallery").text
     built = client.post("/takedowns", data={"evidence_ids": [str(first), str(second)], "platform": "demo",
-                                            "csrf_token": csrf_of(client)}, follow_redirects=False)
+                                            "allow_unreviewed": "yes", "csrf_token": csrf_of(client)},
+                        follow_redirects=False)
     assert built.status_code == 303, built.text
     location = built.headers["location"]
     request_id = int(location.rsplit("/", 1)[1])
@@ -248,6 +271,11 @@ def test_takedown_build_download_and_status(console, store, blobs):
         assert verify_signature(public_key, signature, manifest)
         notice = json.loads(zf.read(root + "notice.json"))
     assert [i["evidence_id"] for i in notice["items"]] == [first, second]
+    assert not any(i["verdict"]["reviewed_by_investigator"] for i in notice["items"])
+    with store.session() as s:  # building and downloading are exports by the logged-in user
+        exports = s.exec(select(m.CustodyEvent).where(m.CustodyEvent.evidence_id == first,
+                                                      m.CustodyEvent.action == "exported")).all()
+    assert [(e.actor, e.details.get("kind")) for e in exports] == [("ivan", None), ("ivan", "console download")]
 
     sent = client.post(f"/takedowns/{request_id}/status", data={"status": "sent", "note": "web form #42",
                                                                 "csrf_token": csrf_of(client)}, follow_redirects=False)
@@ -265,6 +293,20 @@ def test_takedown_build_download_and_status(console, store, blobs):
     api = client.post("/api/v1/takedowns", json={"evidence_ids": [first], "platform": "nowhere"},
                       headers={"X-CSRF-Token": csrf_of(client)})
     assert api.status_code == 400 and "nowhere" in api.json()["detail"]
+
+
+def test_file_download_is_an_export_by_the_logged_in_user(console, store, blobs):
+    ev = make_evidence(store, blobs, seed=21)
+    wacz = blobs.put(b"PK\x03\x04 a web archive")
+    store.update_evidence(ev, wacz_sha256=wacz)
+    client = client_for(console, "vera")
+    client.get(f"/evidence/{ev}")  # viewing is not exporting
+    got = client.get(f"/blob/{wacz}")
+    assert got.status_code == 200 and got.headers["content-disposition"].startswith("attachment")
+    with store.session() as s:
+        events = s.exec(select(m.CustodyEvent).where(m.CustodyEvent.evidence_id == ev)).all()
+    assert [(e.action, e.actor, e.details["sha256"]) for e in events if e.action == "exported"] == [
+        ("exported", "vera", wacz)]
 
 
 # -- search by image ----------------------------------------------------------------------------
@@ -314,7 +356,10 @@ def test_api_with_bearer_token(console, store, blobs, five):
     assert review.status_code == 200 and review.json()["review_status"] == "dismissed" and review.json()["seal_sha256"]
     assert api.get(f"/api/v1/evidence/{five['ko_demo']}").json()["custody"][-1]["action"] == "sealed"
 
-    built = api.post("/api/v1/takedowns", json={"evidence_ids": [five["en_demo"]], "platform": "demo"})
+    unreviewed = api.post("/api/v1/takedowns", json={"evidence_ids": [five["en_demo"]], "platform": "demo"})
+    assert unreviewed.status_code == 400 and "allow_unreviewed" in unreviewed.json()["detail"]
+    built = api.post("/api/v1/takedowns", json={"evidence_ids": [five["en_demo"]], "platform": "demo",
+                                                "allow_unreviewed": True})
     assert built.status_code == 201, built.text
     request_id = built.json()["id"]
     moved = api.post(f"/api/v1/takedowns/{request_id}/status", json={"status": "sent", "note": "by API"})

@@ -130,7 +130,7 @@ def test_detail_has_sightings_and_detections(store, blobs):
 def test_packet_export_and_verify(store, blobs, tmp_path):
     _fill(store, blobs)
     ev = search_evidence(store, EvidenceFilter(keyword="딥페이크"))[0]
-    out = export_packet(store, blobs, ev["id"], tmp_path / "packet")
+    out = export_packet(store, blobs, ev["id"], tmp_path / "packet", actor="analyst-kim")
     packet = json.loads((out / "evidence.json").read_text("utf-8"))
     assert packet["notice"]["exact_urls"][0] == "http://demo.test/p/p1"
     media_file = out / packet["files"]["media"]
@@ -141,9 +141,9 @@ def test_packet_export_and_verify(store, blobs, tmp_path):
     media_file.write_bytes(b"tampered")
     assert any("content changed" in p for p in verify_packet(out))
     with pytest.raises(PacketError, match="not empty"):
-        export_packet(store, blobs, ev["id"], out)
+        export_packet(store, blobs, ev["id"], out, actor="analyst-kim")
     with pytest.raises(PacketError, match="no evidence record"):
-        export_packet(store, blobs, 424242, tmp_path / "none")
+        export_packet(store, blobs, 424242, tmp_path / "none", actor="analyst-kim")
 
 
 def test_packet_html_escapes_untrusted_text(store, blobs, tmp_path):
@@ -156,7 +156,7 @@ def test_packet_html_escapes_untrusted_text(store, blobs, tmp_path):
     store.save_analysis(sha, [], "likely_fake", 0.9, ["<img src=x onerror=alert(1)>"])
     (row,) = flagged_sightings(store, cid, ("likely_fake",))
     ev_id, _ = store.upsert_evidence(**row)
-    html = (export_packet(store, blobs, ev_id, tmp_path / "p") / "index.html").read_text("utf-8")
+    html = (export_packet(store, blobs, ev_id, tmp_path / "p", actor="analyst-kim") / "index.html").read_text("utf-8")
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
     assert "<b>evil</b>" not in html and "<img src=x" not in html
 

@@ -52,8 +52,11 @@ def _jpeg(color: tuple[int, int, int]) -> bytes:
 
 
 def _png() -> bytes:
+    """A page screenshot: a plain background with one post card on it."""
     buf = io.BytesIO()
-    Image.new("RGB", (120, 200), (240, 240, 250)).save(buf, "PNG")
+    page = Image.new("RGB", (400, 900), (240, 240, 250))
+    page.paste(Image.new("RGB", (200, 150), (20, 60, 120)), (100, 300))
+    page.save(buf, "PNG")
     return buf.getvalue()
 
 
@@ -127,7 +130,7 @@ def _pages(pdf: bytes) -> int:
 def test_packet_holds_every_notice_element_and_verifies(store, blobs, tmp_path, signer, config):
     ids = make_records(store, blobs)
     out = tmp_path / "packet"
-    request = build_takedown(store, blobs, ids, "demo", out, config, signer)
+    request = build_takedown(store, blobs, ids, "demo", out, config, signer, actor="analyst-kim", allow_unreviewed=True)
 
     # The row: drafted, every record, the manifest's digest.
     assert request.status == "drafted" and request.evidence_ids == ids and request.evidence_id == ids[0]
@@ -169,7 +172,10 @@ def test_packet_holds_every_notice_element_and_verifies(store, blobs, tmp_path, 
     classifier = first["detections"][0]
     assert (classifier["model_id"], classifier["threshold"], classifier["weights_digest"]) == ("var/models/demo", 0.5, "ef" * 32)
     assert first["provenance"][0]["detector"] == "c2pa" and first["provenance"][0]["details"] == {"generator": "DALL-E"}
-    assert first["bank_matches"][0]["case_id"] == "NEC-2026-0042"
+    # The bank entry was made from this very file: listed, but not as corroboration.
+    assert first["bank_matches"] == []
+    assert first["bank_entries_not_independent"][0]["case_id"] == "NEC-2026-0042"
+    assert "NEC-2026-0042" not in dsa["a_explanation"]
     assert first["reviews"][0]["decision"] == "confirmed"
     assert first["legal_assessment"] == {"in_ban_window": True, "ai_label_present": False, "campaign_purpose": True,
                                          "notes": "Posted 12 days before election day."}
@@ -178,7 +184,11 @@ def test_packet_holds_every_notice_element_and_verifies(store, blobs, tmp_path, 
     assert first["post"]["posted_at"] == {"utc": "2026-05-20T09:00:00Z", "local": "2026-05-20T18:00:00+09:00", "zone": "Asia/Seoul"}
     assert notice["generated_at"]["zone"] == "Asia/Seoul"
     assert notice["signing"]["public_key"] == signer.public_key_hex
-    assert {f["role"] for f in first["files"]} == {"original media", "screenshot", "web archive (WACZ)"}
+    assert {f["role"] for f in first["files"]} == {"original media", "screenshot", "web archive (WACZ)",
+                                                   "screenshot, cropped to the post"}
+    # The second record was never reviewed: allowed here, and marked as such.
+    assert first["verdict"]["reviewed_by_investigator"] and not second["verdict"]["reviewed_by_investigator"]
+    assert second["explanation"].startswith("검토되지 않음")
 
     # HTML: hostile text shown, never run; Korean text intact.
     page = (out / "notice.html").read_text("utf-8")
@@ -186,7 +196,11 @@ def test_packet_holds_every_notice_element_and_verifies(store, blobs, tmp_path, 
     assert "<img src=x" not in page and "eve&#34;&gt;&lt;img src=x onerror=alert(2)&gt;" in page
     assert "<b>at all</b>" not in page and "&lt;b&gt;at all&lt;/b&gt;" in page
     assert KOREAN_TEXT in page and 'lang="ko"' in page and "불법 게시물 삭제 요청" in page
-    assert f'src="evidence/{ids[0]}/screenshot.png"' in page
+    assert f'src="evidence/{ids[0]}/screenshot-post.png"' in page and f"evidence/{ids[0]}/screenshot.png" in page
+    assert "조사관 검토 전" in page and "word-break: keep-all" in page and "break-all; }" not in page.split(".hash")[0]
+    # Once in the Korean post's text (its tag list does not repeat it), once as the tag of the
+    # English post, whose text does not show it.
+    assert page.count("#선거2026") == 2
 
     # PDF: printed by Chromium, with pages and the evidence images embedded.
     pdf = (out / "notice.pdf").read_bytes()
@@ -198,6 +212,7 @@ def test_packet_holds_every_notice_element_and_verifies(store, blobs, tmp_path, 
     for evidence_id in ids:
         exported = [e for e in events_for(store, evidence_id) if e.action == "exported"]
         assert len(exported) == 1 and exported[0].details["takedown_request_id"] == request.id
+        assert exported[0].actor == "analyst-kim" and "takedown@example.org" in exported[0].details["sender"]
         assert exported[0].details["packet_sha256"] == request.packet_sha256
 
 
@@ -206,7 +221,7 @@ def test_generic_template_and_tampering_is_named(store, blobs, tmp_path, signer)
     config = load_takedown_config()
     out = tmp_path / "packet"
     ngo = {"organisation": "Watchdog NGO", "contact_name": "J. Doe", "email": "jd@ngo.example", "address": "Brussels"}
-    request = build_takedown(store, blobs, ids[:1], "mastodon", out, config, signer, sender_override=ngo)
+    request = build_takedown(store, blobs, ids[:1], "mastodon", out, config, signer, actor="analyst-kim", sender_override=ngo)
     assert "jd@ngo.example" in request.sender
     page = (out / "notice.html").read_text("utf-8")
     assert 'lang="en"' in page and "Notice of illegal content" in page and "Digital Services Act" in page
@@ -248,14 +263,16 @@ def test_bad_requests_are_refused_and_nothing_is_left(store, blobs, tmp_path, si
 
     def refused(evidence_ids, platform="demo", out=None):
         with pytest.raises(TakedownError) as exc:
-            build_takedown(store, blobs, evidence_ids, platform, out or tmp_path / "p", config, signer)
+            build_takedown(store, blobs, evidence_ids, platform, out or tmp_path / "p", config, signer, actor="analyst-kim",
+                           allow_unreviewed=True)
         return str(exc.value)
 
     assert "at least one evidence record" in refused([])
     assert "no evidence record with id 999" in refused([ids[0], 999])
     assert "has no takedown settings" in refused(ids, platform="tiktok")
     with pytest.raises(TakedownError, match="invalid sender: .*email"):
-        build_takedown(store, blobs, ids, "demo", tmp_path / "p", config, signer, sender_override={"email": "x"})
+        build_takedown(store, blobs, ids, "demo", tmp_path / "p", config, signer, actor="analyst-kim",
+                       sender_override={"email": "x"})
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "keep.txt").write_text("investigator's notes")
