@@ -63,7 +63,8 @@ def test_console_evidence_page_shows_the_trust(record, console):  # noqa: F811
 def test_takedown_packet_carries_the_trust(record, store, blobs, tmp_path):
     ev_id, ca = record
     out = tmp_path / "packet"
-    build_takedown(store, blobs, [ev_id], "demo", out, load_takedown_config(), Signer.load_or_create(tmp_path / "keys"))
+    build_takedown(store, blobs, [ev_id], "demo", out, load_takedown_config(), Signer.load_or_create(tmp_path / "keys"),
+                   actor="auditor", allow_unreviewed=True)
     item = json.loads((out / "notice.json").read_text("utf-8"))["items"][0]
     assert item["c2pa_trust"]["trusted"] is True
     assert item["c2pa_trust"]["anchor"] == f"deepwatch test CA (deepwatch tests) [{ca}]"
