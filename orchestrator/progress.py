@@ -177,3 +177,23 @@ def print_scan(console: Console, result: dict[str, Any]) -> None:
     console.print(f"[bold]{escape(result['input'])}[/]  {v['band']}  score {v['score']}  sha256 {result['sha256'][:16]}")
     for reason in v["reasons"]:
         console.print(f"  - {escape(reason)}")
+    clf = result.get("classifier")
+    who = clf if isinstance(clf, str) else f"{clf['model_id']} (chosen by {clf.get('chosen_by')})"
+    console.print(f"  classifier: {escape(str(who))}; detectors run: {', '.join(result.get('detectors_run', []))}; "
+                  f"database: {result.get('database', 'not configured')}", highlight=False)
+    for det in result.get("detections", []):
+        line = domain_line(det)
+        if line:
+            console.print(f"  domain check ({escape(det['detector'])}): {escape(line)}", highlight=False)
+
+
+def domain_line(det: dict[str, Any]) -> str | None:
+    """A learned detection's domain check in words; None for detectors that have none."""
+    dom = (det.get("details") or {}).get("domain")
+    if not isinstance(dom, dict):
+        return None
+    if dom.get("inside") is None:
+        return f"none ({dom.get('note') or 'not fitted'})"
+    where = "inside" if dom["inside"] else "OUTSIDE"
+    return f"{where} the data the model was validated on (distance {dom['distance']:.1f}, limit {dom['limit']:.1f})"
+
