@@ -290,7 +290,7 @@ class HFImageClassifier:
                 probs = torch.sigmoid(logits[:, self.fake_index])
             else:
                 probs = torch.softmax(logits, dim=-1)[:, self.fake_index]
-        return probs.cpu().numpy().astype(np.float64), pool_features(out.hidden_states[-1])
+        return probs.cpu().numpy().astype(np.float64), pool_features(out.hidden_states)
 
     def score_images(self, images: list["Image.Image"]) -> np.ndarray:
         """P(fake) per decoded image (video frames), in order, in batches of `batch_size`."""

@@ -5,9 +5,9 @@ demo model trained on rendered scenes scores real photographs at 1.00 just as re
 fakes. So every calibrated model carries this check, fitted on the same data `detectors eval`
 calibrated it on:
 
-* features: the model's last hidden state, mean-pooled over space (CNNs) or tokens (ViTs): the
-  input of its classification head, so "unlike anything calibrated" is judged in the very
-  representation the score comes from;
+* features: the model's own hidden states (`pool_features`): for CNNs every stage's channel
+  means and spreads (what the score is computed from, and the low-level statistics that set a
+  camera photo apart from the images the model knows), for ViTs the last layer's mean token;
 * score: the Mahalanobis distance of an item's features from the calibration data's mean, under a
   Ledoit-Wolf shrunk covariance (a plain sample covariance of a few hundred 128-d vectors is
   near-singular, and its inverse would blow up along directions the data barely spans);
@@ -28,8 +28,11 @@ from typing import Any
 import numpy as np
 
 DOMAIN_FILE = "domain.npz"
-DEFAULT_COVERAGE = 0.99
+# Names how features are pooled: a check saved under another recipe is refitted, never misread.
+FEATURES = "stages-mean-std/v1"
+DEFAULT_COVERAGE = 0.975
 DEFAULT_HOLDOUT = 0.3
+MAX_DIM = 2048  # features kept per item (the covariance is MAX_DIM squared)
 MIN_ITEMS = 40  # below this neither the covariance nor the limit means anything
 
 
@@ -37,17 +40,44 @@ class DomainError(ValueError):
     """The domain check cannot be fitted or loaded; the message says why."""
 
 
-def pool_features(hidden: Any) -> np.ndarray:
-    """(batch, dim) float64 from a last hidden state: (B, C, H, W) averaged over H and W,
-    (B, T, D) over the tokens, (B, D) as it is."""
-    arr = hidden.detach().float().cpu().numpy() if hasattr(hidden, "detach") else np.asarray(hidden)
-    if arr.ndim == 4:
-        arr = arr.mean(axis=(2, 3))
-    elif arr.ndim == 3:
-        arr = arr.mean(axis=1)
-    elif arr.ndim != 2:
-        raise DomainError(f"cannot pool a hidden state of shape {arr.shape}")
-    return arr.astype(np.float64)
+def _pool_one(hidden: Any, with_spread: bool) -> np.ndarray:
+    arr = hidden.detach().float().cpu().numpy() if hasattr(hidden, "detach") else np.asarray(hidden, dtype=np.float32)
+    if arr.ndim == 4:  # (B, C, H, W): per-channel mean and, for texture, spatial spread
+        parts = [arr.mean(axis=(2, 3))] + ([arr.std(axis=(2, 3))] if with_spread else [])
+        return np.concatenate(parts, axis=1).astype(np.float64)
+    if arr.ndim == 3:  # (B, T, D): the mean token
+        return arr.mean(axis=1).astype(np.float64)
+    if arr.ndim == 2:
+        return arr.astype(np.float64)
+    raise DomainError(f"cannot pool a hidden state of shape {arr.shape}")
+
+
+def pool_features(hidden_states: Any) -> np.ndarray:
+    """(batch, dim) features from a model's hidden states, last layer first.
+
+    For convolutional stages (B, C, H, W) every stage counts, each as its channel means and
+    spatial standard deviations: the early stages hold the texture and noise statistics that
+    tell a camera photo from a rendered scene, which the last stage (trained only to separate
+    real from fake within the training data) has largely discarded. Layers are added from the
+    last backwards while the total stays within MAX_DIM, so a large model keeps its deepest ones
+    and the covariance stays invertible and cheap. Token sequences (ViTs) give the last layer's
+    mean token. A single tensor is pooled as it is.
+    """
+    if not isinstance(hidden_states, (tuple, list)):
+        return _pool_one(hidden_states, with_spread=False)
+    layers = list(hidden_states)[::-1]
+    if getattr(layers[0], "ndim", 0) != 4:
+        return _pool_one(layers[0], with_spread=False)
+    parts: list[np.ndarray] = []
+    dim = 0
+    for layer in layers:
+        width = 2 * int(layer.shape[1])
+        if parts and dim + width > MAX_DIM:
+            break
+        pooled = _pool_one(layer, with_spread=dim + width <= MAX_DIM)
+        parts.append(pooled)
+        dim += pooled.shape[1]
+    return np.concatenate(parts, axis=1)
 
 
 def ledoit_wolf(x: np.ndarray) -> np.ndarray:
@@ -94,7 +124,7 @@ class DomainCheck:
                 "inside": bool(distance <= self.limit)}
 
     def describe(self) -> dict[str, Any]:
-        return {"method": "Mahalanobis distance of pooled last hidden states (Ledoit-Wolf covariance)",
+        return {"method": f"Mahalanobis distance of pooled hidden states ({FEATURES}; Ledoit-Wolf covariance)",
                 "limit": round(self.limit, 3), "coverage": self.coverage, "holdout_inside": self.holdout_inside,
                 "n_fit": self.n_fit, "n_holdout": self.n_holdout, "dim": self.dim}
 
@@ -103,7 +133,7 @@ class DomainCheck:
         tmp = path.with_name(".domain.tmp.npz")
         np.savez(tmp, mean=self.mean, precision=self.precision, limit=self.limit, coverage=self.coverage,
                  holdout_inside=self.holdout_inside, n_fit=self.n_fit, n_holdout=self.n_holdout,
-                 weights_digest=np.array(self.weights_digest))
+                 weights_digest=np.array(self.weights_digest), features=np.array(FEATURES))
         tmp.replace(path)
         path.chmod(0o644)
         return path
@@ -150,8 +180,11 @@ def load_domain(folder: Path, weights_digest: str) -> tuple[DomainCheck | None, 
                 mean=z["mean"].astype(np.float64), precision=z["precision"].astype(np.float64),
                 limit=float(z["limit"]), coverage=float(z["coverage"]), holdout_inside=float(z["holdout_inside"]),
                 n_fit=int(z["n_fit"]), n_holdout=int(z["n_holdout"]), weights_digest=str(z["weights_digest"]))
+            recipe = str(z["features"]) if "features" in z.files else "last-layer-mean"
     except (OSError, KeyError, ValueError) as exc:
         raise DomainError(f"{path}: not a readable domain check: {exc}") from exc
+    if recipe != FEATURES:
+        return None, f"{path.name} pools features as {recipe!r}, not {FEATURES!r}; re-run 'deepwatch detectors eval'"
     if check.weights_digest != weights_digest:
         return None, f"{path.name} was fitted for other weights ({check.weights_digest[:12]}); re-run 'deepwatch detectors eval'"
     return check, None
