@@ -317,7 +317,7 @@ def calibrate_threshold_bounded(labels: np.ndarray, scores: np.ndarray, target_f
     The measured FPR alone says little on a small set: 0 of 50 real images over the threshold
     is consistent with a true FPR of 6%. So allow k false positives only while the bound for k
     of n stays within the target. When even k = 0 does not (fewer real items than
-    `real_needed`), the threshold is the plain empirical one and `reliable` is False.
+    `real_needed`), the threshold still lets no real item through, and `reliable` is False.
     """
     labels, scores = _check(labels, scores)
     _need_both(labels)
@@ -325,13 +325,11 @@ def calibrate_threshold_bounded(labels: np.ndarray, scores: np.ndarray, target_f
     allowed = -1
     while allowed + 1 < n_real and fpr_upper_bound(allowed + 1, n_real, confidence) <= target_fpr:
         allowed += 1
-    if allowed < 0:
-        choice = calibrate_threshold(labels, scores, target_fpr)
-    else:
-        # calibrate_threshold allows floor(t * n) false positives: ask for exactly `allowed`.
-        choice = calibrate_threshold(labels, scores, min((allowed + 0.5) / n_real, 1 - 1e-12))
-        choice = ThresholdChoice(**{**choice.__dict__, "target_fpr": float(target_fpr),
-                                    "reached": choice.fpr_at_threshold <= target_fpr})
+    # calibrate_threshold allows floor(t * n) false positives: ask for exactly `allowed` (none
+    # when even that is not enough: the strictest threshold the data supports).
+    choice = calibrate_threshold(labels, scores, min((max(allowed, 0) + 0.5) / n_real, 1 - 1e-12))
+    choice = ThresholdChoice(**{**choice.__dict__, "target_fpr": float(target_fpr),
+                                "reached": choice.fpr_at_threshold <= target_fpr})
     real = scores[labels == 0]
     fp = int((real >= choice.threshold).sum())
     bound = fpr_upper_bound(fp, n_real, confidence)

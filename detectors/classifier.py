@@ -419,11 +419,14 @@ class HFImageClassifier:
         reason = f"classifier {self.model_id} scored {score:.2f} {sign} {self.threshold:.2f}"
         if self.threshold_source == "calibration" and self.calibration is not None:
             reason += f" (threshold calibrated for a {self.calibration.target_fpr:.1%} false-positive rate)"
+        from detectors.domain import domain_reason
+
+        details = self.domain_details(domain)
         return Detection(
             outcome="fake" if fake else "real",
             score=score,
-            reasons=[reason],
-            details={"fake_label": self.fake_label, **self.threshold_details(), **self.domain_details(domain)},
+            reasons=[reason] + [r for r in [domain_reason(details["domain"])] if r],
+            details={"fake_label": self.fake_label, **self.threshold_details(), **details},
             **self._base(),
         )
 

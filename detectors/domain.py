@@ -190,6 +190,18 @@ def load_domain(folder: Path, weights_digest: str) -> tuple[DomainCheck | None, 
     return check, None
 
 
+def domain_reason(domain: dict[str, Any] | None) -> str | None:
+    """The domain check in words, for a detection's reasons (shown on evidence pages and packets)."""
+    if not domain:
+        return None
+    if domain.get("inside") is None:
+        return f"domain check: none ({domain.get('note') or 'not fitted'})"
+    side = "inside" if domain["inside"] else "outside"
+    sign = "<=" if domain["inside"] else ">"
+    return (f"domain check: {side} the data the model was validated on "
+            f"(distance {domain['distance']:.1f} {sign} limit {domain['limit']:.1f})")
+
+
 def combine_domains(entries: list[dict[str, Any] | None]) -> dict[str, Any]:
     """One domain entry for a score built from several (ensemble members, video frames): inside
     only when every part is; the distance and limit shown are the part farthest out, relative to

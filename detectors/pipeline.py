@@ -309,6 +309,9 @@ class DetectionPipeline:
             details["face_detector"] = self.faces.describe()
             details["no_face_frames"] = no_face
             details["no_face_reason"] = "no face found by the detector; the whole frame was scored instead"
+        from detectors.domain import domain_reason
+
+        reasons += [r for r in [domain_reason(details["domain"])] if r]
         return self._video_detection("fake" if fake else "real", score, reasons, details)
 
     def _video_detection(

@@ -143,11 +143,12 @@ def print_evidence_detail(console: Console, rec: dict[str, Any], tz: str = "UTC"
     for reason in rec["reasons"]:
         console.print(f"  - {escape(reason)}")
     det = Table(title="detections")
-    for col in ("detector", "version", "model", "weights", "outcome", "score", "threshold"):
+    for col in ("detector", "version", "model", "weights", "outcome", "score", "threshold", "domain check"):
         det.add_column(col)
     for d in rec["detections"]:
         det.add_row(d["detector"], d["version"], escape(str(d["model_id"] or "")), (d["weights_digest"] or "")[:12],
-                    d["outcome"], "" if d["score"] is None else f"{d['score']:.3f}", str(d["threshold"] or ""))
+                    d["outcome"], "" if d["score"] is None else f"{d['score']:.3f}", str(d["threshold"] or ""),
+                    escape(domain_line(d) or ""))
     console.print(det)
     sights = Table(title="sightings")
     for col in ("platform", "account", "post", "seen"):
