@@ -277,20 +277,24 @@ class HFImageClassifier:
     def _fake_probs(self, pixel_values: Any) -> np.ndarray:
         return self.forward(pixel_values)[0]
 
-    def forward(self, pixel_values: Any) -> tuple[np.ndarray, np.ndarray]:
-        """(P(fake), pooled last hidden state) per row: the features the domain check reads."""
+    def forward(self, pixel_values: Any, features: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(P(fake), pooled hidden states) per row: the features the domain check reads. `features`
+        None: only when the model has a domain check (else an empty array, and no hidden states
+        are kept: they cost memory on large models)."""
         import torch
 
         from detectors.domain import pool_features
 
+        want = self.domain is not None if features is None else features
         with torch.inference_mode():
-            out = self.model(pixel_values=pixel_values.to(self.dtype), output_hidden_states=True)
+            out = self.model(pixel_values=pixel_values.to(self.dtype), output_hidden_states=want)
             logits = out.logits.float()
             if self.sigmoid:
                 probs = torch.sigmoid(logits[:, self.fake_index])
             else:
                 probs = torch.softmax(logits, dim=-1)[:, self.fake_index]
-        return probs.cpu().numpy().astype(np.float64), pool_features(out.hidden_states)
+            feats = pool_features(out.hidden_states) if want else np.zeros((len(probs), 0))
+        return probs.cpu().numpy().astype(np.float64), feats
 
     def score_images(self, images: list["Image.Image"]) -> np.ndarray:
         """P(fake) per decoded image (video frames), in order, in batches of `batch_size`."""
@@ -388,7 +392,7 @@ class HFImageClassifier:
             results[i] = self._error(reason)
         feats = np.zeros((0, 0))
         if batch.rows:
-            probs, feats = self.forward(batch.pixels)
+            probs, feats = self.forward(batch.pixels, features=True)
             for i, score, domain in zip(batch.rows, probs, self.domain_of(feats)):
                 results[i] = self._scored(float(score), domain)
         return [r for r in results if r is not None], feats

@@ -41,14 +41,26 @@ class DomainError(ValueError):
 
 
 def _pool_one(hidden: Any, with_spread: bool) -> np.ndarray:
-    arr = hidden.detach().float().cpu().numpy() if hasattr(hidden, "detach") else np.asarray(hidden, dtype=np.float32)
-    if arr.ndim == 4:  # (B, C, H, W): per-channel mean and, for texture, spatial spread
-        parts = [arr.mean(axis=(2, 3))] + ([arr.std(axis=(2, 3))] if with_spread else [])
-        return np.concatenate(parts, axis=1).astype(np.float64)
-    if arr.ndim == 3:  # (B, T, D): the mean token
-        return arr.mean(axis=1).astype(np.float64)
+    # Pooled where the tensor lives (on the GPU, only (B, C) vectors cross to the host).
+    if hasattr(hidden, "detach"):
+        import torch
+
+        t = hidden.detach().float()
+        if t.ndim == 4:  # (B, C, H, W): per-channel mean and, for texture, spatial spread
+            parts = [t.mean(dim=(2, 3))] + ([t.std(dim=(2, 3), unbiased=False)] if with_spread else [])
+            t = torch.cat(parts, dim=1)
+        elif t.ndim == 3:  # (B, T, D): the mean token
+            t = t.mean(dim=1)
+        elif t.ndim != 2:
+            raise DomainError(f"cannot pool a hidden state of shape {tuple(t.shape)}")
+        return t.cpu().numpy().astype(np.float64)
+    arr = np.asarray(hidden, dtype=np.float64)
+    if arr.ndim == 4:
+        return np.concatenate([arr.mean(axis=(2, 3))] + ([arr.std(axis=(2, 3))] if with_spread else []), axis=1)
+    if arr.ndim == 3:
+        return arr.mean(axis=1)
     if arr.ndim == 2:
-        return arr.astype(np.float64)
+        return arr
     raise DomainError(f"cannot pool a hidden state of shape {arr.shape}")
 
 

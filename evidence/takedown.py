@@ -460,6 +460,8 @@ def explain(entry: dict[str, Any], lang: str) -> str:
         if det["score"] is not None and det["threshold"] is not None:
             scored = f": {det['score']:.2f} ≥ {det['threshold']:.2f}" if det["score"] >= det["threshold"] else f": {det['score']:.2f} < {det['threshold']:.2f}"
         parts.append(p["detection"].format(detector=det["detector"], model=model, outcome=det["outcome"], scored=scored))
+        # A learned detector's domain check (issue 15): whether its score counted at all.
+        parts += [f"{r[0].upper()}{r[1:]}." for r in det.get("reasons") or [] if r.startswith("domain check:")]
     for det in entry["provenance"]:
         if det["reasons"]:
             parts.append(p["provenance"].format(detector=det["detector"], reasons="; ".join(det["reasons"])))

@@ -161,3 +161,20 @@ def test_calibrated_model_flags_inside_its_domain_and_only_asks_for_review_outsi
         assert a.verdict.band in ("needs_review", "no_signal")
         if det.outcome == "fake":
             assert "outside the data this model was validated on" in a.verdict.reasons[-1]
+
+
+def test_takedown_explanation_carries_the_domain_check():
+    from evidence.takedown import explain
+
+    line = "domain check: inside the data the model was validated on (distance 12.0 <= limit 40.0)"
+    entry = {
+        "media": {"kind": "image", "url": "https://x.example/m.jpg", "sha256": "ab" * 32},
+        "post": {"url": "https://x.example/p/1", "account": "a", "posted_at": None},
+        "verdict": {"band": "likely_fake", "score": 0.9, "reasons": ["classifier scored 0.90 >= 0.50"]},
+        "detections": [{"detector": "hf-classifier", "model_id": "m", "weights_digest": "abc123abc123abc",
+                        "score": 0.9, "threshold": 0.5, "outcome": "fake",
+                        "reasons": ["classifier m scored 0.90 >= 0.50", line]}],
+        "provenance": [], "bank_matches": [], "reviews": [],
+        "legal_assessment": {"in_ban_window": None, "ai_label_present": None, "campaign_purpose": None, "notes": ""},
+    }
+    assert "Domain check: inside the data the model was validated on (distance 12.0 <= limit 40.0)." in explain(entry, "en")
