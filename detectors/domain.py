@@ -47,7 +47,7 @@ def _pool_one(hidden: Any, with_spread: bool) -> np.ndarray:
 
         t = hidden.detach().float()
         if t.ndim == 4:  # (B, C, H, W): per-channel mean and, for texture, spatial spread
-            parts = [t.mean(dim=(2, 3))] + ([t.std(dim=(2, 3), unbiased=False)] if with_spread else [])
+            parts = [t.mean(dim=(2, 3))] + ([t.std(dim=(2, 3), correction=0)] if with_spread else [])
             t = torch.cat(parts, dim=1)
         elif t.ndim == 3:  # (B, T, D): the mean token
             t = t.mean(dim=1)

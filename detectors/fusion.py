@@ -5,8 +5,7 @@ Bands, strongest first:
 * ``confirmed_ai``  a C2PA manifest whose signature validates declares generative AI and
                     the content was not altered after signing;
 * ``likely_fake``   a known generator watermark decoded, the classifier scored at or
-                    above its threshold (only a reliably calibrated model, on an item inside
-                    its domain check: else ``needs_review`` with the reason), or unsigned metadata names an AI generator (or
+                    above its threshold, or unsigned metadata names an AI generator (or
                     declares AI as the IPTC digital source type) and another detector agrees
                     (a classifier score at or above the review threshold, a watermark, a
                     validly signed C2PA declaration);
@@ -86,6 +85,8 @@ def fuse(detections: list[Detection], review_threshold: float) -> Verdict:
             if det.score >= review_threshold and not untrusted:
                 support.append(f"the {det.detector} score {det.score:.2f}")
 
+    # A classifier's "likely_fake" needs a calibrated model and an item inside its domain
+    # (learned_score_caveat); else it is at most "needs_review", with the reason.
     if metadata_claims:
         if support:
             found["likely_fake"].extend(metadata_claims)
@@ -113,28 +114,6 @@ def fuse(detections: list[Detection], review_threshold: float) -> Verdict:
     return Verdict(band=band, score=max(scores) if scores else None, reasons=reasons)
 
 
-def learned_score_caveat(det: Detection) -> str | None:
-    """Why a learned detector's score may not make `likely_fake` on its own, None when it may.
-
-    A score counts only from a model calibrated on enough data (`calibrated`) and for an item
-    inside the data it was calibrated on (`domain.inside`): a classifier trained on one kind of
-    image scores unlike images at random, often at 1.00. Detectors without a model are not
-    learned and are left alone.
-    """
-    if det.model_id is None:
-        return None
-    details = det.details or {}
-    if not details.get("calibrated"):
-        return "model not calibrated (no reliable calibration.json: run 'deepwatch detectors eval')"
-    domain = details.get("domain") or {}
-    if domain.get("inside") is None:
-        return f"model has no domain check ({domain.get('note') or 'none fitted'})"
-    if not domain["inside"]:
-        return (f"outside the data this model was validated on: distance {domain['distance']:.0f} "
-                f"> limit {domain['limit']:.0f}")
-    return None
-
-
 def _c2pa(det: Detection, found: dict[Band, list[str]]) -> None:
     facts = det.details
     if not facts.get("manifest_present"):
@@ -159,3 +138,25 @@ def _no_signal_reasons(detections: list[Detection]) -> list[str]:
     if not detections:
         return ["no detector ran on this item"]
     return [f"{d.detector}: {'; '.join(d.reasons) or d.outcome}" for d in detections]
+
+
+def learned_score_caveat(det: Detection) -> str | None:
+    """Why a learned detector's score may not make `likely_fake` on its own, None when it may.
+
+    A score counts only from a model calibrated on enough data (`calibrated`) and for an item
+    inside the data it was calibrated on (`domain.inside`): a classifier trained on one kind of
+    image scores unlike images at random, often at 1.00. Detectors without a model are not
+    learned and are left alone.
+    """
+    if det.model_id is None:
+        return None
+    details = det.details or {}
+    if not details.get("calibrated"):
+        return "model not calibrated (no reliable calibration.json: run 'deepwatch detectors eval')"
+    domain = details.get("domain") or {}
+    if domain.get("inside") is None:
+        return f"model has no domain check ({domain.get('note') or 'none fitted'})"
+    if not domain["inside"]:
+        return (f"outside the data this model was validated on: distance {domain['distance']:.0f} "
+                f"> limit {domain['limit']:.0f}")
+    return None

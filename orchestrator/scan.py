@@ -111,7 +111,7 @@ def _apply_database(verdict: Any, found: list[Any]) -> None:
 
 def scan_inputs(
     inputs: list[str], *, model: str | None, threshold: float | None = None, allow_networks: tuple[str, ...] = (),
-    store: Any = None, model_source: str | None = None,
+    store: Any = None, model_source: str | None = None, c2pa_trust: Any = None,
 ) -> Iterator[dict[str, Any]]:
     """One result dict per input, in order; failures are results with an "error" key."""
     from detectors.base import MediaInput
@@ -120,7 +120,8 @@ def scan_inputs(
     from orchestrator.model_choice import NOT_CONFIGURED
 
     # threshold None: the model's calibrated one (else 0.5); the review threshold follows it down.
-    pipeline = DetectionPipeline(classifier_model=model, threshold=threshold, review_threshold=0.3)
+    pipeline = DetectionPipeline(classifier_model=model, threshold=threshold, review_threshold=0.3,
+                                 **({"c2pa_trust": c2pa_trust} if c2pa_trust is not None else {}))
     classifier: Any = NOT_CONFIGURED
     if pipeline.classifier is not None:
         d = pipeline.classifier.describe()
@@ -167,6 +168,8 @@ def scan_inputs(
                 "database": "checked" if store is not None else "not configured",
                 "detections": [d.to_dict() for d in analysis.detections + found],
                 "verdict": {"band": v.band, "score": v.score, "reasons": list(v.reasons)},
+                "c2pa_trust": next((d.details.get("trust") for d in analysis.detections
+                                    if d.detector == "c2pa" and d.details.get("trust")), None),
             }
     finally:
         for f in fetcher:
