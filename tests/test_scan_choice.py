@@ -99,3 +99,24 @@ def test_scan_checks_the_known_fakes_bank(clean_env, tmp_path):
     # Through the environment, as the evidence commands take it.
     env_run = CliRunner().invoke(app, ["scan", str(copy), "--json"], env={**os.environ, "DEEPWATCH_DB": url})
     assert json.loads(env_run.stdout.splitlines()[-1])["verdict"]["band"] == "likely_fake"
+
+
+def test_rescan_without_a_configured_model_says_how_to_configure_one(clean_env, tmp_path):
+    from orchestrator.cli import app
+
+    result = CliRunner().invoke(app, ["rescan", "--db", f"sqlite:///{tmp_path / 'dw.db'}"])
+    assert result.exit_code == 2
+    assert "no classifier configured" in result.output and "DEEPWATCH_MODEL" in result.output
+
+
+def test_a_campaign_without_a_classifier_takes_the_configured_default(clean_env, monkeypatch):
+    from orchestrator.campaign import CampaignRun
+    from orchestrator.spec import parse_spec
+
+    spec = parse_spec({"name": "t", "keywords": ["x"],
+                       "sources": [{"name": "s", "type": "demo_api", "params": {"base_url": "embedded"}}],
+                       "detectors": {"c2pa": False}})
+    run = type("Run", (), {"spec": spec})()
+    assert CampaignRun._detector_kwargs(run)["classifier_model"] is None
+    monkeypatch.setenv(ENV_VAR, "org/configured")
+    assert CampaignRun._detector_kwargs(run)["classifier_model"] == "org/configured"
