@@ -7,6 +7,7 @@ label 1 is fake (the positive class), a score is P(fake), and an item is called 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -254,3 +255,83 @@ def draw_reliability_diagram(bins: list[ReliabilityBin], path: str | Path, *, ti
     path = Path(path)
     img.save(path, "PNG")
     return path
+
+
+# -- how sure a measured FPR is --------------------------------------------------------------------
+FPR_CONFIDENCE = 0.95
+
+
+def _binom_cdf(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p), summed in log space (no scipy needed)."""
+    if p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 1.0 if k >= n else 0.0
+    lp, lq = math.log(p), math.log1p(-p)
+    terms = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * lp + (n - i) * lq
+             for i in range(k + 1)]
+    top = max(terms)
+    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
+
+
+def fpr_upper_bound(false_positives: int, n_real: int, confidence: float = FPR_CONFIDENCE) -> float:
+    """One-sided Clopper-Pearson upper bound on the FPR after `false_positives` of `n_real`: the
+    p at which seeing that few would happen with probability 1 - confidence (bisection)."""
+    if n_real < 1 or not 0 <= false_positives <= n_real:
+        raise ValueError(f"need 0 <= false_positives <= n_real and n_real >= 1, got {false_positives}, {n_real}")
+    if false_positives == n_real:
+        return 1.0
+    lo, hi = false_positives / n_real, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if _binom_cdf(false_positives, n_real, mid) > 1.0 - confidence:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def real_needed(target_fpr: float, confidence: float = FPR_CONFIDENCE) -> int:
+    """The fewest real items whose every one scoring below the threshold bounds the FPR at
+    `target_fpr`: (1 - target)^n <= 1 - confidence (299 for 1% at 95%)."""
+    return math.ceil(math.log(1.0 - confidence) / math.log1p(-target_fpr))
+
+
+@dataclass(frozen=True)
+class BoundedChoice:
+    """A threshold whose FPR upper confidence bound is within the target, or the best there is."""
+
+    choice: ThresholdChoice
+    false_positives: int
+    fpr_upper_bound: float
+    confidence: float
+    reliable: bool  # the bound is <= the target
+    real_needed: int
+
+
+def calibrate_threshold_bounded(labels: np.ndarray, scores: np.ndarray, target_fpr: float,
+                                confidence: float = FPR_CONFIDENCE) -> BoundedChoice:
+    """The lowest threshold at which the Clopper-Pearson upper bound (at `confidence`) on the
+    FPR over the real items is <= `target_fpr`.
+
+    The measured FPR alone says little on a small set: 0 of 50 real images over the threshold
+    is consistent with a true FPR of 6%. So allow k false positives only while the bound for k
+    of n stays within the target. When even k = 0 does not (fewer real items than
+    `real_needed`), the threshold still lets no real item through, and `reliable` is False.
+    """
+    labels, scores = _check(labels, scores)
+    _need_both(labels)
+    n_real = int((labels == 0).sum())
+    allowed = -1
+    while allowed + 1 < n_real and fpr_upper_bound(allowed + 1, n_real, confidence) <= target_fpr:
+        allowed += 1
+    # calibrate_threshold allows floor(t * n) false positives: ask for exactly `allowed` (none
+    # when even that is not enough: the strictest threshold the data supports).
+    choice = calibrate_threshold(labels, scores, min((max(allowed, 0) + 0.5) / n_real, 1 - 1e-12))
+    choice = ThresholdChoice(**{**choice.__dict__, "target_fpr": float(target_fpr),
+                                "reached": choice.fpr_at_threshold <= target_fpr})
+    real = scores[labels == 0]
+    fp = int((real >= choice.threshold).sum())
+    bound = fpr_upper_bound(fp, n_real, confidence)
+    return BoundedChoice(choice=choice, false_positives=fp, fpr_upper_bound=bound, confidence=confidence,
+                         reliable=bound <= target_fpr and choice.reached, real_needed=real_needed(target_fpr, confidence))

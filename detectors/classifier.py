@@ -57,6 +57,10 @@ class Calibration:
     tpr_at_threshold: float
     eval_set: str
     created: str
+    # The FPR's upper confidence bound is within the target (detectors.calibration); files
+    # written before that rule existed have no such field and count as not reliable.
+    reliable: bool = False
+    fpr_upper_bound: float | None = None
 
 
 def load_calibration(model_dir: Path) -> Calibration | None:
@@ -84,6 +88,9 @@ def load_calibration(model_dir: Path) -> Calibration | None:
         if not isinstance(value, str):
             raise ModelLoadError(f"{path}: {name!r} must be a string, got {value!r}")
         values[name] = value
+    values["reliable"] = raw.get("reliable") is True
+    bound = raw.get("fpr_upper_bound")
+    values["fpr_upper_bound"] = float(bound) if isinstance(bound, (int, float)) and not isinstance(bound, bool) else None
     return Calibration(**values)
 
 
@@ -168,6 +175,8 @@ class HFImageClassifier:
         self.model_revision = commit or revision or "local"
         self.weights_digest = weights_digest(model_dir)
         self.calibration = load_calibration(model_dir)
+        self.model_dir = model_dir
+        self.domain, self.domain_note = self._load_domain(model_dir)
         if threshold is not None:
             self.threshold, self.threshold_source = float(threshold), "configured"
         elif self.calibration is not None:
@@ -232,6 +241,14 @@ class HFImageClassifier:
         folder = Path(snapshot)
         return net, processor, folder, folder.name
 
+    def _load_domain(self, model_dir: Path) -> tuple[Any, str | None]:
+        from detectors.domain import DomainError, load_domain
+
+        try:
+            return load_domain(model_dir, self.weights_digest)
+        except DomainError as exc:
+            raise ModelLoadError(str(exc)) from exc
+
     def _pick_dtype(self, dtype: str) -> Any:
         import torch
 
@@ -258,23 +275,46 @@ class HFImageClassifier:
         return tensor
 
     def _fake_probs(self, pixel_values: Any) -> np.ndarray:
+        return self.forward(pixel_values)[0]
+
+    def forward(self, pixel_values: Any, features: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(P(fake), pooled hidden states) per row: the features the domain check reads. `features`
+        None: only when the model has a domain check (else an empty array, and no hidden states
+        are kept: they cost memory on large models)."""
         import torch
 
+        from detectors.domain import pool_features
+
+        want = self.domain is not None if features is None else features
         with torch.inference_mode():
-            logits = self.model(pixel_values=pixel_values.to(self.dtype)).logits.float()
+            out = self.model(pixel_values=pixel_values.to(self.dtype), output_hidden_states=want)
+            logits = out.logits.float()
             if self.sigmoid:
                 probs = torch.sigmoid(logits[:, self.fake_index])
             else:
                 probs = torch.softmax(logits, dim=-1)[:, self.fake_index]
-        return probs.cpu().numpy().astype(np.float64)
+            feats = pool_features(out.hidden_states) if want else np.zeros((len(probs), 0))
+        return probs.cpu().numpy().astype(np.float64), feats
 
     def score_images(self, images: list["Image.Image"]) -> np.ndarray:
         """P(fake) per decoded image (video frames), in order, in batches of `batch_size`."""
+        return self.score_images_with_domain(images)[0]
+
+    def score_images_with_domain(self, images: list["Image.Image"]) -> tuple[np.ndarray, list[dict[str, Any] | None]]:
+        """P(fake) and the domain check (None without one) per decoded image."""
         out = np.empty(len(images), dtype=np.float64)
+        domains: list[dict[str, Any] | None] = []
         for start in range(0, len(images), self.batch_size):
             chunk = [img.convert("RGB") for img in images[start : start + self.batch_size]]
-            out[start : start + len(chunk)] = self._fake_probs(self._pixels(chunk))
-        return out
+            probs, feats = self.forward(self._pixels(chunk))
+            out[start : start + len(chunk)] = probs
+            domains += self.domain_of(feats)
+        return out, domains
+
+    def domain_of(self, features: np.ndarray) -> list[dict[str, Any] | None]:
+        if self.domain is None:
+            return [None] * len(features)
+        return [self.domain.assess(d) for d in self.domain.distances(features)]
 
     def _decode(self, item: MediaInput) -> "Image.Image":
         draft = self._prep.draft_size if self._prep is not None else None
@@ -339,9 +379,23 @@ class HFImageClassifier:
         for i, reason in batch.errors.items():
             results[i] = self._error(reason)
         if batch.rows:
-            for i, score in zip(batch.rows, self._fake_probs(batch.pixels)):
-                results[i] = self._scored(float(score))
+            probs, feats = self.forward(batch.pixels)
+            for i, score, domain in zip(batch.rows, probs, self.domain_of(feats)):
+                results[i] = self._scored(float(score), domain)
         return [r for r in results if r is not None]
+
+    def score_prepared_with_features(self, batch: DecodedBatch) -> tuple[list[Detection], np.ndarray]:
+        """Like score_prepared, plus the pooled features of `batch.rows` (for fitting the domain check)."""
+        n = len(batch.rows) + len(batch.errors)
+        results: list[Detection | None] = [None] * n
+        for i, reason in batch.errors.items():
+            results[i] = self._error(reason)
+        feats = np.zeros((0, 0))
+        if batch.rows:
+            probs, feats = self.forward(batch.pixels, features=True)
+            for i, score, domain in zip(batch.rows, probs, self.domain_of(feats)):
+                results[i] = self._scored(float(score), domain)
+        return [r for r in results if r is not None], feats
 
     # ------------------------------------------------------------------ results
 
@@ -355,19 +409,28 @@ class HFImageClassifier:
             "threshold": self.threshold,
             "threshold_source": self.threshold_source,
             "calibrated_fpr": self.calibration.target_fpr if calibrated else None,
+            # Fusion lets a score make "likely_fake" only from a reliably calibrated model.
+            "calibrated": self.calibration is not None and self.calibration.reliable,
         }
 
-    def _scored(self, score: float) -> Detection:
+    def domain_details(self, domain: dict[str, Any] | None) -> dict[str, Any]:
+        """The `domain` entry of a detection; without a fitted check, why there is none."""
+        return {"domain": domain if domain is not None else {"inside": None, "note": self.domain_note}}
+
+    def _scored(self, score: float, domain: dict[str, Any] | None = None) -> Detection:
         fake = score >= self.threshold
         sign = ">=" if fake else "<"
         reason = f"classifier {self.model_id} scored {score:.2f} {sign} {self.threshold:.2f}"
         if self.threshold_source == "calibration" and self.calibration is not None:
             reason += f" (threshold calibrated for a {self.calibration.target_fpr:.1%} false-positive rate)"
+        from detectors.domain import domain_reason
+
+        details = self.domain_details(domain)
         return Detection(
             outcome="fake" if fake else "real",
             score=score,
-            reasons=[reason],
-            details={"fake_label": self.fake_label, **self.threshold_details()},
+            reasons=[reason] + [r for r in [domain_reason(details["domain"])] if r],
+            details={"fake_label": self.fake_label, **self.threshold_details(), **details},
             **self._base(),
         )
 
@@ -383,6 +446,7 @@ class HFImageClassifier:
             "weights_digest": self.weights_digest,
             "fake_label": self.fake_label,
             **self.threshold_details(),
+            "domain_check": self.domain.describe() if self.domain is not None else self.domain_note,
             "device": str(self.device),
             "dtype": str(self.dtype).replace("torch.", ""),
             "preprocessing": "built-in batched" if self._prep is not None else "checkpoint processor",

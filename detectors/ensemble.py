@@ -101,6 +101,15 @@ class EnsembleClassifier:
         """The ensemble's P(fake) per image (video frames go through here)."""
         return self.score_images_by_member(images)[0]
 
+    def score_images_with_domain(self, images: list["Image.Image"]) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """The ensemble's P(fake) and combined domain check per image: inside only if inside every member's."""
+        from detectors.domain import combine_domains
+
+        got = [m.score_images_with_domain(images) for m in self.members]
+        per_member = np.stack([g[0] for g in got]) if images else np.zeros((len(self.members), 0))
+        domains = [combine_domains([g[1][i] for g in got]) for i in range(len(images))]
+        return self.weights @ per_member, domains
+
     def detect_batch(self, items: list[MediaInput]) -> list[Detection]:
         """One Detection per item. An item any member could not read is an error: a mean over
         fewer members is not the ensemble that was configured."""
@@ -146,9 +155,13 @@ class EnsembleClassifier:
 
         It is the configured one: a calibration belongs to one checkpoint, and the members'
         own calibrations are listed with each member."""
-        return {"threshold": self.threshold, "threshold_source": "configured", "calibrated_fpr": None}
+        # Calibrated when every member is reliably calibrated: each score in the mean is then trusted.
+        return {"threshold": self.threshold, "threshold_source": "configured", "calibrated_fpr": None,
+                "calibrated": all(m.calibration is not None and m.calibration.reliable for m in self.members)}
 
     def _scored(self, score: float, results: list[Detection]) -> Detection:
+        from detectors.domain import combine_domains
+
         fake = score >= self.threshold
         parts = ", ".join(f"{m.model_id} {r.score:.2f}" for m, r in zip(self.members, results))
         return Detection(
@@ -157,6 +170,7 @@ class EnsembleClassifier:
             reasons=[f"ensemble of {len(self.members)} classifiers scored {score:.2f} "
                      f"{'>=' if fake else '<'} {self.threshold:.2f} (weighted mean of {parts})"],
             details={"combine": "weighted mean of P(fake)", **self.threshold_details(),
+                     "domain": combine_domains([r.details.get("domain") for r in results]),
                      "members": self._member_details(results)},
             **self._base(),
         )

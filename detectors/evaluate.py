@@ -6,7 +6,11 @@ model folder:
 
 * `calibration.json`: the threshold calibrated to a target false-positive rate on the real
   images; `HFImageClassifier` picks it up, so detections carry the threshold and the FPR it
-  was calibrated at rather than a bare score;
+  was calibrated at rather than a bare score. The rule: the lowest threshold at which the 95%
+  Clopper-Pearson upper bound on the FPR is within the target (so 1% needs >= 299 real images
+  even with none over the threshold). Too few real images: refused, or with `force` written
+  with `"reliable": false`, and fusion then never lets the model's score alone make a finding;
+* `domain.npz`: the domain check (detectors.domain) fitted on the same images;
 * `eval.json`: every metric, the counts, the model's identity and the evaluation set's digest;
 * `reliability.png`: the reliability diagram (10 bins);
 * `MODEL_CARD.md`: what the model is, how it was trained and measured, and its limits.
@@ -107,6 +111,7 @@ def score_eval_set(classifier: Any, items: list[tuple[Path, int]], root: Path) -
     used: list[str] = []
     unreadable: list[dict[str, str]] = []
     digests: list[tuple[str, str]] = []
+    features: list[np.ndarray] = []
     for start in range(0, len(items), READ_CHUNK):
         chunk = items[start: start + READ_CHUNK]
         inputs = []
@@ -115,7 +120,14 @@ def score_eval_set(classifier: Any, items: list[tuple[Path, int]], root: Path) -
             sha = hashlib.sha256(data).hexdigest()
             digests.append((path.relative_to(root).as_posix(), sha))
             inputs.append(MediaInput(sha256=sha, kind="image", data=data))
-        for (path, label), det in zip(chunk, classifier.detect_batch(inputs)):
+        dets: list[Any] = []
+        for start_b in range(0, len(inputs), classifier.batch_size):
+            got, feats = classifier.score_prepared_with_features(
+                classifier.prepare(inputs[start_b: start_b + classifier.batch_size]))
+            dets += got
+            if len(feats):
+                features.append(feats)
+        for (path, label), det in zip(chunk, dets):
             rel = path.relative_to(root).as_posix()
             if det.outcome == "error" or det.score is None:
                 unreadable.append({"file": rel, "reason": "; ".join(det.reasons) or "no score"})
@@ -129,12 +141,14 @@ def score_eval_set(classifier: Any, items: list[tuple[Path, int]], root: Path) -
         "files": used,
         "unreadable": unreadable,
         "digests": digests,
+        "features": np.concatenate(features) if features else np.zeros((0, 0)),
     }
 
 
 def compute_metrics(labels: np.ndarray, scores: np.ndarray, target_fpr: float) -> dict[str, Any]:
     """Every number eval reports, from labels (1 = fake) and P(fake) scores."""
-    calib = cal.calibrate_threshold(labels, scores, target_fpr)
+    bounded = cal.calibrate_threshold_bounded(labels, scores, target_fpr)
+    calib = bounded.choice
     eer, eer_threshold = cal.equal_error_rate(labels, scores)
     bins = cal.reliability_bins(labels, scores)
     return {
@@ -148,6 +162,11 @@ def compute_metrics(labels: np.ndarray, scores: np.ndarray, target_fpr: float) -
         "fpr_at_threshold": calib.fpr_at_threshold,
         "tpr_at_threshold": calib.tpr_at_threshold,
         "target_fpr_reached": calib.reached,
+        "false_positives": bounded.false_positives,
+        "fpr_upper_bound": bounded.fpr_upper_bound,
+        "fpr_confidence": bounded.confidence,
+        "reliable": bounded.reliable,
+        "real_needed": bounded.real_needed,
         "fpr_resolution": calib.fpr_resolution,
         "accuracy_at_threshold": cal.accuracy_at(labels, scores, calib.threshold),
         "accuracy_at_0.5": cal.accuracy_at(labels, scores, 0.5),
@@ -161,6 +180,10 @@ def _warnings(metrics: dict[str, Any], unreadable: list[dict[str, str]]) -> list
     if not metrics["target_fpr_reached"]:
         out.append(f"no threshold in [0, 1] reaches FPR {metrics['target_fpr']:g}: real images score 1.0; "
                    f"at threshold 1.0 the FPR is {metrics['fpr_at_threshold']:.4f}")
+    if not metrics["reliable"]:
+        out.append(f"NOT RELIABLE: the {metrics['fpr_confidence']:.0%} upper bound on the FPR is "
+                   f"{metrics['fpr_upper_bound']:.4f} > target {metrics['target_fpr']:g}; a score from this model "
+                   f"never makes a finding on its own (evaluate on at least {metrics['real_needed']} real images)")
     if metrics["fpr_resolution"] > metrics["target_fpr"]:
         out.append(f"only {metrics['n_real']} real images: one false positive is an FPR of "
                    f"{metrics['fpr_resolution']:.4f}, coarser than the target {metrics['target_fpr']:g}; "
@@ -180,13 +203,20 @@ def evaluate_model(
     batch_size: int = 32,
     device: str = "auto",
     revision: str | None = None,
+    force: bool = False,
+    source: str | None = None,
 ) -> dict[str, Any]:
     """Score `data_dir` (real/, fake/) with the checkpoint in `model`, calibrate its threshold to
     `target_fpr`, and write calibration.json, eval.json, reliability.png and MODEL_CARD.md into
     the model folder. Returns what eval.json holds.
 
     `fake_label` defaults to the one training recorded (training_metrics.json), else "fake".
+    Too few real images for the target FPR: EvaluationError before anything is written, unless
+    `force` (then calibration.json says `"reliable": false`). `source`: where the evaluation
+    data came from, in words (recorded; default the folder).
     """
+    from detectors.calibration import real_needed
+    from detectors.domain import DomainError, fit_domain
     from detectors.classifier import HFImageClassifier
 
     if not 0.0 < target_fpr < 1.0:
@@ -194,6 +224,13 @@ def evaluate_model(
     folder = _model_folder(model)
     root = Path(data_dir)
     items = list_eval_set(root)
+    n_real_listed = sum(1 for _, label in items if label == 0)
+    needed = real_needed(target_fpr)
+    if n_real_listed < needed and not force:
+        raise EvaluationError(
+            f"{root} has {n_real_listed} real images; bounding the FPR at {target_fpr:g} with 95% confidence "
+            f"needs at least {needed} (Clopper-Pearson, none over the threshold). Add real images, raise "
+            "--target-fpr, or pass --force to write a calibration marked unreliable")
     training = _training_metrics(folder)
     fake_label = fake_label or (training or {}).get("fake_label") or "fake"
     set_aside = _set_aside_invalid_calibration(folder)
@@ -207,6 +244,16 @@ def evaluate_model(
             f"{int((labels == 0).sum())} readable real and {int((labels == 1).sum())} readable fake images; need both"
         )
     metrics = compute_metrics(labels, scores, target_fpr)
+    if not metrics["reliable"] and not force:
+        raise EvaluationError(
+            f"on {root} the 95% upper bound on the FPR at the best threshold is {metrics['fpr_upper_bound']:.4f}, "
+            f"above the target {target_fpr:g} (real images score too high); nothing written. "
+            "Pass --force to write a calibration marked unreliable")
+    try:
+        domain = fit_domain(scored["features"], classifier.weights_digest)
+        domain_info: dict[str, Any] = domain.describe()
+    except DomainError as exc:
+        domain, domain_info = None, {"error": str(exc)}
     created = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
     eval_set = eval_set_id(root, scored["digests"])
     result: dict[str, Any] = {
@@ -220,6 +267,8 @@ def evaluate_model(
         },
         "eval_set": eval_set,
         "created": created,
+        "data": _data_record(root, eval_set, metrics, source),
+        "domain_check": domain_info,
         **metrics,
         "n_unreadable": len(scored["unreadable"]),
         "unreadable": scored["unreadable"],
@@ -232,7 +281,16 @@ def evaluate_model(
         "tpr_at_threshold": metrics["tpr_at_threshold"],
         "eval_set": eval_set,
         "created": created,
+        "reliable": metrics["reliable"],
+        "fpr_upper_bound": metrics["fpr_upper_bound"],
+        "fpr_confidence": metrics["fpr_confidence"],
+        "rule": "lowest threshold whose one-sided Clopper-Pearson upper bound on the FPR is <= target_fpr",
+        "data": result["data"],
     }
+    if domain is not None:
+        domain.save(folder)
+    else:
+        (folder / "domain.npz").unlink(missing_ok=True)  # a check fitted for other data must not stay
     _write_json(folder / CALIBRATION_FILE, calibration)
     _write_json(folder / EVAL_FILE, result)
     cal.draw_reliability_diagram(
@@ -244,6 +302,12 @@ def evaluate_model(
     for name in (CALIBRATION_FILE, EVAL_FILE, RELIABILITY_FILE, MODEL_CARD_FILE):
         (folder / name).chmod(0o644)  # read by workers and other users, like the weights
     return result
+
+
+def _data_record(root: Path, eval_set: str, metrics: dict[str, Any], source: str | None) -> dict[str, Any]:
+    """What the calibration was measured on: counts per class, where from, and the digest."""
+    return {"n_real": metrics["n_real"], "n_fake": metrics["n_fake"], "source": source or str(root.resolve()),
+            "digest": eval_set.rsplit("@", 1)[-1]}
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -322,12 +386,29 @@ def render_model_card(result: dict[str, Any], training: dict[str, Any] | None) -
         "",
         "## Calibrated threshold",
         "",
+        f"Measured on {result['data']['n_real']} real and {result['data']['n_fake']} fake images from "
+        f"{result['data']['source']} (digest `{result['data']['digest']}`). "
+        + (f"**Reliable**: the {result['fpr_confidence']:.0%} upper bound on the FPR is "
+           f"{_fmt(result['fpr_upper_bound'])} <= {result['target_fpr']:g}."
+           if result["reliable"] else
+           f"**Not reliable**: the {result['fpr_confidence']:.0%} upper bound on the FPR is "
+           f"{_fmt(result['fpr_upper_bound'])} > {result['target_fpr']:g}; this model's score never makes "
+           "a finding on its own."),
+        "",
         f"**{result['threshold']!r}**, calibrated so that at most {result['target_fpr']:g} of the real images "
         f"in the evaluation set score at or above it (measured FPR {_fmt(result['fpr_at_threshold'])}, "
         f"TPR {_fmt(result['tpr_at_threshold'])}). It is saved in `calibration.json`; the detector uses it "
         "and records it, with the FPR it was calibrated at, in every detection.",
         "",
         "![reliability diagram](reliability.png)",
+        "",
+        "## Domain check",
+        "",
+        ("Items whose pooled features lie farther than the limit (Mahalanobis distance "
+         f"{_fmt(result['domain_check'].get('limit'), 2)}, set on {result['domain_check'].get('n_holdout')} held-out "
+         f"images, {_fmt(result['domain_check'].get('holdout_inside'), 3)} of them inside) from this evaluation set "
+         "are outside the data the model was validated on: their score can ask for review, never make a finding."
+         if "limit" in result["domain_check"] else f"None fitted: {result['domain_check'].get('error')}."),
         "",
         "## Limitations",
         "",

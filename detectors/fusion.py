@@ -73,16 +73,22 @@ def fuse(detections: list[Detection], review_threshold: float) -> Verdict:
                 metadata_claims = list(det.reasons)
         elif det.score is not None and det.outcome != "error":
             threshold = det.threshold if det.threshold is not None else 0.5
-            if det.score >= threshold:
+            untrusted = learned_score_caveat(det)
+            if det.score >= threshold and untrusted:
+                found["needs_review"].extend(det.reasons)
+                found["needs_review"].append(f"{untrusted}, so its score alone is not a finding")
+            elif det.score >= threshold:
                 found["likely_fake"].extend(det.reasons)
             elif det.score >= review_threshold:
                 found["needs_review"].append(
                     f"{det.reasons[0] if det.reasons else det.detector} "
                     f"(at or above the review threshold {review_threshold:.2f})"
                 )
-            if det.score >= review_threshold:
+            if det.score >= review_threshold and not untrusted:
                 support.append(f"the {det.detector} score {det.score:.2f}")
 
+    # A classifier's "likely_fake" needs a calibrated model and an item inside its domain
+    # (learned_score_caveat); else it is at most "needs_review", with the reason.
     if metadata_claims:
         if support:
             found["likely_fake"].extend(metadata_claims)
@@ -140,3 +146,25 @@ def _no_signal_reasons(detections: list[Detection]) -> list[str]:
     if not detections:
         return ["no detector ran on this item"]
     return [f"{d.detector}: {'; '.join(d.reasons) or d.outcome}" for d in detections]
+
+
+def learned_score_caveat(det: Detection) -> str | None:
+    """Why a learned detector's score may not make `likely_fake` on its own, None when it may.
+
+    A score counts only from a model calibrated on enough data (`calibrated`) and for an item
+    inside the data it was calibrated on (`domain.inside`): a classifier trained on one kind of
+    image scores unlike images at random, often at 1.00. Detectors without a model are not
+    learned and are left alone.
+    """
+    if det.model_id is None:
+        return None
+    details = det.details or {}
+    if not details.get("calibrated"):
+        return "model not calibrated (no reliable calibration.json: run 'deepwatch detectors eval')"
+    domain = details.get("domain") or {}
+    if domain.get("inside") is None:
+        return f"model has no domain check ({domain.get('note') or 'none fitted'})"
+    if not domain["inside"]:
+        return (f"outside the data this model was validated on: distance {domain['distance']:.0f} "
+                f"> limit {domain['limit']:.0f}")
+    return None

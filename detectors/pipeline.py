@@ -231,7 +231,8 @@ class DetectionPipeline:
             [] if isinstance(s, str) else [self._plan(f) for f in s] for s in sampled
         ]
         images = [img for plan in plans for p in plan for img in p.images]
-        scores = [float(x) for x in self.classifier.score_images(images)] if images else []
+        raw, domains = self.classifier.score_images_with_domain(images) if images else ([], [])
+        scores = [float(x) for x in raw]
         out: list[Detection] = []
         pos = 0
         for s, plan in zip(sampled, plans):
@@ -239,6 +240,7 @@ class DetectionPipeline:
                 out.append(self._video_detection("error", None, [s], {}))
                 continue
             for p in plan:
+                p.domains = domains[pos : pos + len(p.images)]
                 p.scores, pos = scores[pos : pos + len(p.images)], pos + len(p.images)
             out.append(self._aggregate(plan))
         return out
@@ -303,11 +305,15 @@ class DetectionPipeline:
                 else "highest face crop; the whole frame when no face was found"
             ),
             "scene_change_frames": cuts,
+            "domain": _video_domain(plan, frame_scores, k),
         }
         if self.faces is not None:
             details["face_detector"] = self.faces.describe()
             details["no_face_frames"] = no_face
             details["no_face_reason"] = "no face found by the detector; the whole frame was scored instead"
+        from detectors.domain import domain_reason
+
+        reasons += [r for r in [domain_reason(details["domain"])] if r]
         return self._video_detection("fake" if fake else "real", score, reasons, details)
 
     def _video_detection(
@@ -325,6 +331,20 @@ class DetectionPipeline:
         )
 
 
+def _video_domain(plan: list["_FramePlan"], frame_scores: list[float], k: int) -> dict[str, Any]:
+    """The domain check of the images behind the video's score: the best-scored image of each of
+    the top-k frames, all of which must be inside for the score to count."""
+    from detectors.domain import combine_domains
+
+    top = sorted(range(len(plan)), key=lambda i: frame_scores[i], reverse=True)[:k]
+    parts = []
+    for i in top:
+        p = plan[i]
+        best = max(range(len(p.scores)), key=lambda j: p.scores[j])
+        parts.append(p.domains[best] if best < len(p.domains) else None)
+    return combine_domains(parts)
+
+
 @dataclass
 class _FramePlan:
     """One sampled frame: the faces found, the images to score (crops first, then the whole
@@ -337,6 +357,7 @@ class _FramePlan:
     faces_searched: bool
     face_error: str | None = None
     scores: list[float] = field(default_factory=list)
+    domains: list[Any] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         n = len(self.boxes)

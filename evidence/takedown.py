@@ -543,6 +543,9 @@ def explain(entry: dict[str, Any], lang: str) -> str:
             scored = f": {det['score']:.2f} ≥ {det['threshold']:.2f}" if det["score"] >= det["threshold"] else f": {det['score']:.2f} < {det['threshold']:.2f}"
         parts.append(p["detection"].format(detector=det["detector"], model=model,
                                            outcome=det.get("outcome_local", det["outcome"]), scored=scored))
+        # A learned detector's domain check (issue 15): whether its score counted at all.
+        domain = [r for r in det.get("reasons") or [] if r.startswith("domain check:")]
+        parts += [f"{r[0].upper()}{r[1:]}." for r in localise_reasons(domain, lang) if domain]
     for det in entry["provenance"]:
         reasons = det.get("reasons_local", det["reasons"])
         if reasons:

@@ -236,7 +236,11 @@ class CampaignRun:
                 batch_size=e.batch_size,
             )
         else:
-            kwargs["classifier_model"] = None
+            # No model in the campaign: the configured default (orchestrator.model_choice), never
+            # a folder that happens to sit under the current directory.
+            from orchestrator.model_choice import choose_model
+
+            kwargs["classifier_model"] = choose_model(None).model
         return kwargs
 
     def _crawl_fetch_detect(self, base_url: str | None) -> list[dict[str, Any]]:

@@ -349,38 +349,34 @@ def evidence_similar(
 @app.command("scan")
 def scan(
     inputs: list[str] = typer.Argument(..., help="Files or http(s) URLs"),
-    model: Optional[str] = typer.Option(None, help="Classifier (hub id or local path); default: the demo model if built"),
+    model: Optional[str] = typer.Option(
+        None, help="Classifier (hub id or local path) [default: env DEEPWATCH_MODEL, else 'model:' in "
+                   "$XDG_CONFIG_HOME/deepwatch/config.yaml; none: provenance detectors only]"),
     threshold: Optional[float] = typer.Option(
         None, min=0.0, max=1.0, help="Fake at or above this score (default: the model's calibrated threshold, else 0.5)"),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per input, one per line"),
     allow_network: list[str] = typer.Option([], "--allow-network", help="CIDR that URLs may resolve to (e.g. 127.0.0.0/8)"),
+    db: Optional[str] = typer.Option(None, "--db", help="Database whose known-fakes bank is checked [env DEEPWATCH_DB; "
+                                     f"default {DEFAULT_DATABASE} when that file exists]"),
+    blobs: Optional[str] = BlobsOpt,
     trust_anchor: list[Path] = typer.Option([], "--trust-anchor", help="PEM of a CA whose C2PA signers count (besides the C2PA trust list)"),
     allowed_signer: list[Path] = typer.Option([], "--allowed-signer", help="PEM of a C2PA signing certificate to trust as is"),
 ) -> None:
-    """Analyse files or URLs without a campaign."""
+    """Analyse files or URLs without a campaign; exits 1 when any input could not be analysed."""
     from detectors.c2pa_trust import TrustConfigError, TrustSettings
-    from orchestrator.scan import scan_inputs
+    from orchestrator.scan_cli import run_scan
 
-    model = model or _default_model()
     try:
         trust = TrustSettings.from_env(anchors=trust_anchor, allowed_signers=allowed_signer)
     except TrustConfigError as exc:
         raise typer.BadParameter(str(exc)) from None
-    for result in scan_inputs(inputs, model=model, threshold=threshold, allow_networks=tuple(allow_network),
-                              c2pa_trust=trust):
-        if as_json:
-            typer.echo(json.dumps(result, ensure_ascii=False, default=str))
-        else:
-            from orchestrator.progress import print_scan
-
-            print_scan(console, result)
+    failed = run_scan(inputs, model=model, threshold=threshold, as_json=as_json,
+                      allow_network=tuple(allow_network), db=db, blobs=blobs, c2pa_trust=trust)
+    if failed:
+        raise typer.Exit(1)
 
 
 DEMO_MODEL = "var/models/demo-detector"
-
-
-def _default_model() -> Optional[str]:
-    return DEMO_MODEL if (Path(DEMO_MODEL) / "config.json").exists() else None
 
 
 # -- known-fakes bank ----------------------------------------------------------------------------

@@ -55,10 +55,18 @@ def detectors_train(
 
 @detectors_app.command("train-demo")
 def detectors_train_demo(out: Path = typer.Option(Path(DEMO_MODEL), help="Where to save the demo model")) -> None:
-    """Generate the demo training set and train the demo model (skipped if it exists)."""
+    """Generate the demo training set and train the demo model (skipped if it exists), then
+    calibrate it and fit its domain check on a fresh generated set (skipped if done)."""
+    from detectors.demo_calibration import calibrate_demo_model
     from detectors.train import ensure_demo_model
 
     path = ensure_demo_model(out)
+    result = calibrate_demo_model(path)
+    if result is not None:
+        dc = result["domain_check"]
+        console.print(f"calibrated on {result['n_real']} real, {result['n_fake']} fake generated images: threshold "
+                      f"{result['threshold']:.3f}, FPR bound {result['fpr_upper_bound']:.4f}, domain limit "
+                      f"{dc.get('limit', float('nan')):.2f}", highlight=False)
     console.print(f"demo model ready at {path}")
 
 
@@ -72,6 +80,10 @@ def detectors_eval(
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
     as_json: bool = typer.Option(False, "--json", help="Print eval.json instead of a summary"),
+    force: bool = typer.Option(False, "--force", help="Write a calibration even from too few real images, "
+                               "marked unreliable (the model's score then never makes a finding alone)"),
+    source: Optional[str] = typer.Option(None, "--source", help="Where the evaluation data came from, in words "
+                                         "(recorded in calibration.json and the model card)"),
 ) -> None:
     """AUC, EER, TPR at the target FPR and a calibrated threshold, written beside the weights
     (calibration.json, eval.json, reliability.png, MODEL_CARD.md)."""
@@ -80,7 +92,7 @@ def detectors_eval(
 
     try:
         result = evaluate_model(model, data, fake_label=fake_label, target_fpr=target_fpr,
-                                batch_size=batch_size, device=device)
+                                batch_size=batch_size, device=device, force=force, source=source)
     except (EvaluationError, ModelLoadError, ValueError) as exc:
         _fail(str(exc))
     if as_json:
@@ -94,6 +106,11 @@ def detectors_eval(
                   f"accuracy at threshold {result['accuracy_at_threshold']:.4f}")
     console.print(f"calibrated threshold {result['threshold']!r} for FPR <= {result['target_fpr']:g}: "
                   f"FPR {result['fpr_at_threshold']:.4f}, TPR {result['tpr_at_threshold']:.4f}")
+    console.print(f"FPR upper bound (95%) {result['fpr_upper_bound']:.4f}: "
+                  + ("reliable" if result["reliable"] else "[red]NOT reliable[/] (written because of --force)"))
+    dc = result["domain_check"]
+    console.print(f"domain check: limit {dc['limit']:.2f}, {dc['holdout_inside']:.1%} of {dc['n_holdout']} held-out "
+                  "images inside" if "limit" in dc else f"domain check: none ({dc.get('error')})", highlight=False)
     for warning in result["warnings"]:
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    console.print(f"wrote calibration.json, eval.json, reliability.png and MODEL_CARD.md to {model}")
+    console.print(f"wrote calibration.json, domain.npz, eval.json, reliability.png and MODEL_CARD.md to {model}")

@@ -11,7 +11,8 @@ from orchestrator.cli import BlobsOpt, DbOpt, _blobs, _fail, _open_store, app, c
 
 @app.command("rescan")
 def rescan_command(
-    model: str = typer.Option(..., "--model", help="Checkpoint folder (or hub id) of an image classifier"),
+    model: Optional[str] = typer.Option(None, "--model", help="Checkpoint folder (or hub id) of an image classifier "
+                                        "[default: env DEEPWATCH_MODEL, else 'model:' in $XDG_CONFIG_HOME/deepwatch/config.yaml]"),
     fake_label: str = typer.Option("fake", "--fake-label", help="The model's label meaning fake"),
     threshold: Optional[float] = typer.Option(None, "--threshold", min=0.0, max=1.0,
                                               help="Decision threshold [default: the model's calibration.json, else 0.5]"),
@@ -33,6 +34,15 @@ def rescan_command(
 
     import ray
 
+    from orchestrator.model_choice import ModelChoiceError, choose_model, config_path
+
+    try:
+        chosen = choose_model(model)
+    except ModelChoiceError as exc:
+        _fail(str(exc))
+    if chosen.model is None:
+        _fail(f"no classifier configured: give --model, set DEEPWATCH_MODEL, or put 'model: PATH' in {config_path()}")
+    model = chosen.model
     try:
         check_model(model)  # a misspelt folder fails here, before Ray starts
     except ValueError as exc:

@@ -147,11 +147,12 @@ def print_evidence_detail(console: Console, rec: dict[str, Any], tz: str = "UTC"
     if (trust := trust_of(rec["detections"])) is not None:
         console.print(f"C2PA trust {escape(trust_words(trust))}", highlight=False)
     det = Table(title="detections")
-    for col in ("detector", "version", "model", "weights", "outcome", "score", "threshold"):
+    for col in ("detector", "version", "model", "weights", "outcome", "score", "threshold", "domain check"):
         det.add_column(col)
     for d in rec["detections"]:
         det.add_row(d["detector"], d["version"], escape(str(d["model_id"] or "")), (d["weights_digest"] or "")[:12],
-                    d["outcome"], "" if d["score"] is None else f"{d['score']:.3f}", str(d["threshold"] or ""))
+                    d["outcome"], "" if d["score"] is None else f"{d['score']:.3f}", str(d["threshold"] or ""),
+                    escape(domain_line(d) or ""))
     console.print(det)
     sights = Table(title="sightings")
     for col in ("platform", "account", "post", "seen"):
@@ -185,3 +186,23 @@ def print_scan(console: Console, result: dict[str, Any]) -> None:
         from detectors.c2pa_trust import trust_words
 
         console.print(f"  C2PA trust: {escape(trust_words(result['c2pa_trust']))}")
+    clf = result.get("classifier")
+    who = clf if isinstance(clf, str) else f"{clf['model_id']} (chosen by {clf.get('chosen_by')})"
+    console.print(f"  classifier: {escape(str(who))}; detectors run: {', '.join(result.get('detectors_run', []))}; "
+                  f"database: {result.get('database', 'not configured')}", highlight=False)
+    for det in result.get("detections", []):
+        line = domain_line(det)
+        if line:
+            console.print(f"  domain check ({escape(det['detector'])}): {escape(line)}", highlight=False)
+
+
+def domain_line(det: dict[str, Any]) -> str | None:
+    """A learned detection's domain check in words; None for detectors that have none."""
+    dom = (det.get("details") or {}).get("domain")
+    if not isinstance(dom, dict):
+        return None
+    if dom.get("inside") is None:
+        return f"none ({dom.get('note') or 'not fitted'})"
+    where = "inside" if dom["inside"] else "OUTSIDE"
+    return f"{where} the data the model was validated on (distance {dom['distance']:.1f}, limit {dom['limit']:.1f})"
+

@@ -54,6 +54,10 @@ def make_tiny_vit(
     return folder
 
 
+# What every detection of a model without `detectors eval` says about its domain check.
+NO_DOMAIN = "domain check: none (no domain check fitted for this model (run 'deepwatch detectors eval'))"
+
+
 def png(seed: int, size: tuple[int, int]) -> bytes:
     rng = np.random.default_rng(seed)
     buf = io.BytesIO()
@@ -95,7 +99,8 @@ def test_batch_of_mixed_sizes_matches_transformers_pipeline(tmp_path):
     assert first.detector == "hf-classifier" and first.model_id == str(folder)
     assert first.model_revision == "local" and first.threshold == 0.5
     assert first.reasons == [
-        f"classifier {folder} scored {first.score:.2f} {'>=' if first.score >= 0.5 else '<'} 0.50"
+        f"classifier {folder} scored {first.score:.2f} {'>=' if first.score >= 0.5 else '<'} 0.50",
+        NO_DOMAIN,
     ]
 
 
@@ -123,7 +128,8 @@ def test_known_logits_give_known_score_and_outcome(tmp_path):
     result = clf.detect_batch(items_of([png(0, (64, 48))]))[0]
     assert result.score == pytest.approx(0.75, abs=1e-6)
     assert result.outcome == "real"
-    assert result.reasons == [f"classifier {folder} scored 0.75 < 0.80"]
+    assert result.reasons == [f"classifier {folder} scored 0.75 < 0.80", NO_DOMAIN]
+    assert result.details["domain"]["inside"] is None and result.details["calibrated"] is False
     assert HFImageClassifier(str(folder), threshold=0.7).detect_batch(items_of([png(0, (64, 48))]))[0].outcome == "fake"
 
 

@@ -85,7 +85,8 @@ def test_mixed_batch_gets_one_analysis_each_in_order(batch, low_model):
     assert len(frames) == 6 and video_det.details["segments"] == []
     assert all(f["taken"] == ["uniform"] and f["no_face"] and f["faces"] == [] for f in frames)
     assert video_det.details["no_face_frames"] == 6 and video_det.details["scene_change_frames"] == 0
-    assert "no face found in 6, so the whole frame was scored" in video_det.reasons[-1]
+    assert "no face found in 6, so the whole frame was scored" in video_det.reasons[-2]
+    assert video_det.reasons[-1].startswith("domain check: none (no domain check fitted")
     assert "mean of the top 2 of 6 sampled frames" in video_det.reasons[0]
     assert by("video", "c2pa").reasons == ["no C2PA manifest"]
     assert result["video"].verdict.band == "no_signal"
@@ -108,8 +109,11 @@ def test_scores_between_review_and_threshold_need_review_and_video_segments(batc
     pipe = DetectionPipeline(classifier_model=str(model), threshold=0.35, review_threshold=0.2,
                              c2pa=False, watermark=False, video_frames=4)
     plain, video = pipe.analyse([batch["plain"], batch["video"]])
-    assert plain.verdict.band == "likely_fake"
+    # Over the threshold, but the model was never calibrated: its score alone asks for review.
+    assert plain.detections[0].outcome == "fake" and plain.verdict.band == "needs_review"
+    assert plain.verdict.reasons[-1].startswith("model not calibrated")
     det = video.detections[0]
+    assert video.verdict.band == "needs_review" and det.details["domain"]["inside"] is None
     assert det.outcome == "fake" and det.score == pytest.approx(0.4, abs=1e-5)
     times = [f["t_s"] for f in det.details["frames"]]
     assert det.details["segments"] == [[times[0], times[-1]]]  # every frame is over the threshold

@@ -155,7 +155,9 @@ def test_registered_and_built_from_a_campaign_spec(models):
     det = ens.detect_batch([MediaInput(sha256="4" * 64, kind="image", data=_png(4))])[0]
     assert det.outcome == "fake" and det.threshold == 0.35
     assert det.details["members"][1]["threshold"] == 0.5  # B has no calibration and none configured
-    assert fuse([det], d.ensemble_settings().review_threshold).band == "likely_fake"
+    # Neither member is calibrated, so the ensemble's score only asks for review.
+    assert det.details["calibrated"] is False and det.details["domain"]["inside"] is None
+    assert fuse([det], d.ensemble_settings().review_threshold).band == "needs_review"
 
 
 def test_a_campaign_spec_with_classifiers_runs_the_ensemble_in_the_pipeline(models):
@@ -178,4 +180,4 @@ def test_a_campaign_spec_with_classifiers_runs_the_ensemble_in_the_pipeline(mode
     (analysis,) = pipeline.analyse([MediaInput(sha256="5" * 64, kind="image", data=_png(5))])
     ensemble = next(d for d in analysis.detections if d.detector == "hf-ensemble")
     assert ensemble.score == pytest.approx(0.375) and len(ensemble.details["members"]) == 2
-    assert analysis.verdict.band == "likely_fake"
+    assert ensemble.outcome == "fake" and analysis.verdict.band == "needs_review"  # uncalibrated members

@@ -148,7 +148,11 @@ def test_eval_writes_calibration_metrics_plot_and_card(trained):
     result = evaluate_model(model, data, target_fpr=0.05)
     calibration = json.loads((model / "calibration.json").read_text())
     assert set(calibration) == {"threshold", "target_fpr", "fpr_at_threshold", "tpr_at_threshold",
-                                "eval_set", "created"}
+                                "eval_set", "created", "reliable", "fpr_upper_bound", "fpr_confidence", "rule", "data"}
+    # 60 real images bound a 5% FPR (59 needed), with none over the threshold.
+    assert calibration["reliable"] is True and calibration["fpr_upper_bound"] <= 0.05
+    assert calibration["data"] == {"n_real": 60, "n_fake": 60, "source": str(data.resolve()),
+                                   "digest": calibration["eval_set"].rsplit("@", 1)[1]}
     assert calibration["target_fpr"] == 0.05 and calibration["created"].endswith("+00:00")
     assert calibration["eval_set"].startswith(f"{data.resolve()}@sha256:")
     assert result["n_real"] == result["n_fake"] == 60 and result["auc"] > 0.9
@@ -162,7 +166,7 @@ def test_eval_writes_calibration_metrics_plot_and_card(trained):
     t = calibration["threshold"]
     assert (real >= t).mean() == calibration["fpr_at_threshold"] <= 0.05
     assert (fake >= t).mean() == pytest.approx(calibration["tpr_at_threshold"])
-    assert (real >= np.nextafter(t, 0)).mean() > 0.05  # the lowest such threshold
+    assert (real >= np.nextafter(t, 0)).mean() > 0  # the lowest threshold letting no real image through
     labels = np.r_[np.zeros(60), np.ones(60)]
     assert result["auc"] == pytest.approx(cal.auc(labels, np.r_[real, fake]), abs=1e-6)
 
@@ -245,10 +249,21 @@ def test_cli_train_then_eval(tmp_path):
     assert res.exit_code == 0, res.output
     metrics = json.loads((out / "training_metrics.json").read_text())
     assert metrics["config"] == "small" and metrics["augmentation"] == "transcode" and metrics["seed"] == 3
+    # 12 real images cannot bound a 10% FPR (29 are needed): refused, nothing written.
     res = runner.invoke(app, ["detectors", "eval", "--model", str(out), "--data", str(train_set),
                               "--target-fpr", "0.1"])
+    assert res.exit_code == 2 and "needs at least 29" in res.output
+    assert not (out / "calibration.json").exists()
+    # --force writes it, marked unreliable, and the model's score then never makes a finding alone.
+    res = runner.invoke(app, ["detectors", "eval", "--model", str(out), "--data", str(train_set),
+                              "--target-fpr", "0.1", "--force"])
     assert res.exit_code == 0, res.output
-    assert "calibrated threshold" in res.output and (out / "calibration.json").is_file()
+    assert "calibrated threshold" in res.output and "NOT reliable" in res.output
+    calibration = json.loads((out / "calibration.json").read_text())
+    assert calibration["reliable"] is False and calibration["fpr_upper_bound"] > 0.1
+    from detectors.classifier import HFImageClassifier
+
+    assert HFImageClassifier(str(out)).threshold_details()["calibrated"] is False
 
     res = runner.invoke(app, ["detectors", "train", "--data", str(tmp_path / "none"), "--out", str(out)])
     assert res.exit_code == 2 and "does not exist" in res.output

@@ -10,7 +10,9 @@ from detectors.fusion import BANDS, FLAGGED_BANDS, Verdict, fuse
 TRAINED = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 
 
-def classifier(score: float, threshold: float = 0.5) -> Detection:
+def classifier(score: float, threshold: float = 0.5, *, calibrated: bool = True,
+               domain: dict | None = None) -> Detection:
+    """A classifier detection; by default from a reliably calibrated model, inside its domain."""
     sign = ">=" if score >= threshold else "<"
     return Detection(
         detector="hf-classifier",
@@ -20,6 +22,8 @@ def classifier(score: float, threshold: float = 0.5) -> Detection:
         threshold=threshold,
         model_id="org/model",
         reasons=[f"classifier org/model scored {score:.2f} {sign} {threshold:.2f}"],
+        details={"calibrated": calibrated,
+                 "domain": domain if domain is not None else {"distance": 8.0, "limit": 12.0, "inside": True}},
     )
 
 
@@ -202,3 +206,21 @@ def test_metadata_next_to_signed_provenance_and_without_a_claim():
     quiet = fuse([classifier(0.1), metadata(says_ai=False)], 0.3)
     assert quiet.band == "no_signal"
     assert any(r.startswith("metadata-provenance: no AI generator metadata") for r in quiet.reasons)
+
+
+def test_learned_score_outside_its_domain_only_asks_for_review():
+    outside = fuse([classifier(1.0, domain={"distance": 41.2, "limit": 12.3, "inside": False})], 0.3)
+    assert outside.band == "needs_review" and outside.score == 1.0
+    assert outside.reasons[-1] == ("outside the data this model was validated on: distance 41 > limit 12, "
+                                   "so its score alone is not a finding")
+    uncalibrated = fuse([classifier(0.9, calibrated=False)], 0.3)
+    assert uncalibrated.band == "needs_review"
+    assert uncalibrated.reasons[-1].startswith("model not calibrated")
+    no_check = fuse([classifier(0.9, domain={"inside": None, "note": "no domain check fitted for this model"})], 0.3)
+    assert no_check.band == "needs_review" and "no domain check fitted" in no_check.reasons[-1]
+    # Inside and calibrated: the score counts.
+    assert fuse([classifier(0.9)], 0.3).band == "likely_fake"
+    # An untrusted score does not back unsigned metadata up either.
+    assert fuse([classifier(0.99, calibrated=False), metadata()], 0.3).band == "needs_review"
+    # Other evidence is untouched: a watermark still makes it likely fake.
+    assert fuse([classifier(0.9, calibrated=False), watermark(True)], 0.3).band == "likely_fake"

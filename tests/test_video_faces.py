@@ -207,7 +207,8 @@ def test_face_only_scoring_and_suspect_segments_in_seconds(clip, tmp_path):
     analysis = pipe.analyse([video_item(clip["data"])])[0]
     det = analysis.detections[0]
     frames = det.details["frames"]
-    assert det.outcome == "fake" and analysis.verdict.band == "likely_fake"
+    # Uncalibrated model: over its threshold, yet only a review.
+    assert det.outcome == "fake" and analysis.verdict.band == "needs_review"
     assert det.details["segments"] == [[frames[0]["t_s"], frames[-1]["t_s"]]]
     assert f"frames scoring >= 0.50 at {frames[0]['t_s']:.1f}-{frames[-1]['t_s']:.1f} s" in det.reasons
     with_faces = [f for f in frames if f["faces"]]
