@@ -116,7 +116,7 @@ def test_a_campaign_without_a_classifier_takes_the_configured_default(clean_env,
     spec = parse_spec({"name": "t", "keywords": ["x"],
                        "sources": [{"name": "s", "type": "demo_api", "params": {"base_url": "embedded"}}],
                        "detectors": {"c2pa": False}})
-    run = type("Run", (), {"spec": spec})()
+    run = type("Run", (), {"spec": spec, "_c2pa_trust": lambda self: None})()
     assert CampaignRun._detector_kwargs(run)["classifier_model"] is None
     monkeypatch.setenv(ENV_VAR, "org/configured")
     assert CampaignRun._detector_kwargs(run)["classifier_model"] == "org/configured"
