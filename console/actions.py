@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlmodel import select
 
+from console.hardening import MAX_ID, valid_id
 from evidence.custody import events_for
 from evidence.review import ReviewError, review_evidence, review_history
 from evidence.seal import SealError, latest_seal, seal_evidence
@@ -160,10 +161,10 @@ def search_by_image(ctx: ConsoleContext, data: bytes, limit: int = 20) -> dict[s
 def parse_ids(values: list[str] | list[int]) -> list[int]:
     ids: list[int] = []
     for value in values:
-        try:
-            ids.append(int(value))
-        except (TypeError, ValueError):
-            raise TakedownError(f"evidence_ids: {value!r} is not an evidence id (a whole number)") from None
+        number = valid_id(value if isinstance(value, int) else str(value).strip())
+        if number is None:  # also ids past what the database holds (a driver error otherwise)
+            raise TakedownError(f"evidence_ids: {str(value)[:30]!r} is not an evidence id (a whole number from 1 to {MAX_ID})")
+        ids.append(number)
     if not ids:
         raise TakedownError("evidence_ids: select at least one evidence record")
     return ids

@@ -6,7 +6,7 @@ document (/api/openapi.json) and its reader (/api/docs) are behind the login too
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from console import actions
 from console.actions import NotFound, ReviewError, TakedownError
 from console.audit import audit_events
+from console.hardening import MAX_ID
 from console.deps import Principal, csrf_protect, current, require
 from console.gallery import MAX_LIMIT, campaign_stats, gallery, parse_filter
 from console.pages import _audit, change_status, ctx_of, packet_download, render
@@ -32,7 +33,7 @@ class ReviewBody(BaseModel):
 
 class TakedownBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    evidence_ids: list[int] = Field(min_length=1, description="Evidence records, all on one platform")
+    evidence_ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(min_length=1, description="Evidence records, all on one platform")
     platform: str = Field(description="A platform named in the takedown configuration")
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hmac
 import re
-import secrets
 from typing import Any
 from urllib.parse import urlencode
 
@@ -31,6 +30,7 @@ from console.deps import (
     require,
     safe_next,
 )
+from console.hardening import SEAL_FAILED, login_token, login_token_ok
 from console.gallery import FILTER_FIELDS, VERDICTS, REVIEW_STATES, gallery, parse_filter, campaign_stats
 from evidence.takedown import list_takedowns, set_takedown_status
 from storage import models as m
@@ -96,7 +96,8 @@ def _login_form(request: Request, next_path: str, *, error: str = "", status_cod
     the browser already holds is reused, so a second login page (another tab, a background request
     bounced to /login) does not invalidate the form the person is filling in."""
     held = request.cookies.get(LOGIN_CSRF_COOKIE, "")
-    token = held if len(held) == 43 and held.replace("-", "").replace("_", "").isalnum() else secrets.token_urlsafe(32)
+    secret = request.app.state.console_secret
+    token = held if login_token_ok(secret, held) else login_token(secret)  # only tokens this server signed
     response = render(request, "login.html", {"login_csrf": token, "next": next_path, "error": error,
                                                "username": username}, status_code)
     response.set_cookie(LOGIN_CSRF_COOKIE, token, max_age=3600, path="/login", httponly=True, samesite="strict",
@@ -114,7 +115,8 @@ def login(request: Request, username: str = Form(""), password: str = Form(""), 
           next: str = Form("/")) -> Response:  # noqa: A002
     ctx = ctx_of(request)
     expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
-    if not expected or not csrf_token or not hmac.compare_digest(expected.encode(), csrf_token.encode()):
+    if (not expected or not csrf_token or not hmac.compare_digest(expected.encode(), csrf_token.encode())
+            or not login_token_ok(request.app.state.console_secret, expected)):
         return _login_form(request, safe_next(next), status_code=403,
                            error="The login form expired or came from another site. Please try again.")
     # Throttle password guessing per account and per address, counted from the audit log.
@@ -207,7 +209,7 @@ def evidence_page(request: Request, evidence_id: int, principal: Principal = Dep
     except NotFound as exc:
         raise HTTPException(404, str(exc)) from None
     _audit(request, principal, "view", f"evidence:{evidence_id}")
-    return render(request, "evidence.html", {"ev": view, "review_error": request.query_params.get("error", "")[:300]})
+    return render(request, "evidence.html", {"ev": view, "review_error": SEAL_FAILED if request.query_params.get("error") == "seal" else ""})
 
 
 @router.post("/evidence/{evidence_id}/review", include_in_schema=False)
@@ -222,8 +224,9 @@ def review(request: Request, evidence_id: int, decision: str = Form(""), rationa
     _audit(request, principal, "review", f"evidence:{evidence_id}",
            {"decision": result.decision, "review_id": result.review_id, "sealed": result.seal_sha256 is not None})
     target = f"/evidence/{evidence_id}"
-    if result.seal_error:
-        target += "?" + urlencode({"error": result.seal_error})
+    if result.seal_error:  # the page shows a fixed message, never text from the URL (issue 16)
+        _audit(request, principal, "seal_failed", f"evidence:{evidence_id}", {"error": result.seal_error[:500]})
+        target += "?error=seal"
     return RedirectResponse(target, status_code=303)
 
 
