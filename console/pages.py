@@ -18,7 +18,7 @@ from starlette.background import BackgroundTask
 
 from console import actions, charts
 from console.actions import ConsoleContext, NotFound, ReviewError, TakedownError
-from console.audit import audit, audit_events, recent_failures
+from console.audit import audit, audit_events
 from console.auth import authenticate, end_session, has_role, start_session
 from console.deps import (
     LOGIN_CSRF_COOKIE,
@@ -30,6 +30,7 @@ from console.deps import (
     require,
     safe_next,
 )
+from console.throttle import attempt_succeeded, begin_attempt, throttle_name
 from console.hardening import SEAL_FAILED, login_token, login_token_ok
 from console.gallery import FILTER_FIELDS, VERDICTS, REVIEW_STATES, gallery, parse_filter, campaign_stats
 from evidence.takedown import list_takedowns, set_takedown_status
@@ -43,9 +44,6 @@ _INLINE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp", "image/bm
                  "video/quicktime", "video/x-matroska")
 
 public_router = APIRouter()
-LOGIN_WINDOW_S = 15 * 60
-MAX_FAILURES_PER_ACCOUNT = 10  # then the account's logins wait out the window
-MAX_FAILURES_PER_IP = 50  # an address guessing across many accounts
 
 router = APIRouter(dependencies=[Depends(csrf_protect)])
 
@@ -119,18 +117,19 @@ def login(request: Request, username: str = Form(""), password: str = Form(""), 
             or not login_token_ok(request.app.state.console_secret, expected)):
         return _login_form(request, safe_next(next), status_code=403,
                            error="The login form expired or came from another site. Please try again.")
-    # Throttle password guessing per account and per address, counted from the audit log.
-    per_account, per_ip = recent_failures(ctx.store, target="user:" + username[:64], ip=client_ip(request),
-                                          window_s=LOGIN_WINDOW_S)
-    if per_account >= MAX_FAILURES_PER_ACCOUNT or per_ip >= MAX_FAILURES_PER_IP:
-        audit(ctx.store, "", "login_throttled", "user:" + username[:64], {"username": username[:64]}, client_ip(request))
-        return _login_form(request, safe_next(next), status_code=429, username=username[:64],
-                           error="Too many failed logins. Wait 15 minutes and try again, or ask an admin.")
-    user = authenticate(ctx.store, username, password)
+    # Throttle per (account, address) with backoff, counted atomically before the check (issue 16).
+    name, ip = throttle_name(username), client_ip(request)
+    wait = begin_attempt(ctx.store, name, ip)
+    if wait:
+        audit(ctx.store, "", "login_throttled", "user:" + name, {"username": name, "wait_s": round(wait, 1)}, ip)
+        return _login_form(request, safe_next(next), status_code=429, username=name,
+                           error=f"Too many failed logins from here. Wait {max(1, round(wait))} seconds and try again.")
+    user = authenticate(ctx.store, name, password)
     if user is None:
-        audit(ctx.store, "", "login_failed", "user:" + username[:64], {"username": username[:64]}, client_ip(request))
+        audit(ctx.store, "", "login_failed", "user:" + name, {"username": name}, ip)
         return _login_form(request, safe_next(next), status_code=401, error="Wrong username or password.",
-                           username=username[:64])
+                           username=name)
+    attempt_succeeded(ctx.store, name, ip)
     old = request.cookies.get(SESSION_COOKIE)
     if old:  # a fresh session id on every login (no session fixation)
         end_session(ctx.store, old)

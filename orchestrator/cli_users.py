@@ -99,6 +99,27 @@ def user_passwd(name: str = typer.Argument(...), password_stdin: bool = Password
     console.print(f"password of {escape(user.username)} changed; their sessions were ended", highlight=False)
 
 
+@user_app.command("unlock")
+def user_unlock(name: str = typer.Argument(...), db: Optional[str] = DbOpt) -> None:
+    """Clear the login backoff on an account, from every address (after a guessing attack)."""
+    from console.audit import audit
+    from console.auth import AuthError, get_user
+    from console.throttle import unlock
+
+    store = _open_store(db)
+    try:
+        user = get_user(store, name)
+        if user is None:
+            raise AuthError(f"no user named {name!r}")
+        cleared = unlock(store, user.username)
+        audit(store, _operator(), "user_unlock", f"user:{user.username}", {"cleared": cleared})
+    except AuthError as exc:
+        _fail(str(exc))
+    finally:
+        store.close()
+    console.print(f"{escape(user.username)}: {cleared} login backoff(s) cleared", highlight=False)
+
+
 @user_app.command("revoke")
 def user_revoke(name: str = typer.Argument(...), db: Optional[str] = DbOpt) -> None:
     """Deactivate an account: its sessions end and its API tokens are revoked."""
