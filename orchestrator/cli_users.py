@@ -63,7 +63,7 @@ def user_add(name: str = typer.Argument(..., help="Username: letters, digits, . 
     from console.audit import audit
     from console.auth import ROLES, AuthError, create_user, get_user, normalise_username
 
-    store = _open_store(db)
+    store = _open_store(db, new_ok=True)
     try:
         # Check what can be checked before asking for a password.
         if get_user(store, normalise_username(name)) is not None:
