@@ -140,8 +140,8 @@ def review_and_seal(ctx: ConsoleContext, evidence_id: int, decision: str, review
 def search_by_image(ctx: ConsoleContext, data: bytes, limit: int = 20) -> dict[str, Any]:
     """{"query": hashes of the upload, "matches": near-duplicates seen, "bank": known-fake hits}.
     ValueError with a clear message for an empty, oversized or undecodable upload."""
-    from detectors.hashing import MediaDecodeError, image_phash
-    from detectors.pdq import pdq_from_bytes
+    from console.image_search import hash_upload
+    from detectors.hashing import MediaDecodeError
     from storage.similar import similar_images
 
     if not data:
@@ -149,8 +149,7 @@ def search_by_image(ctx: ConsoleContext, data: bytes, limit: int = 20) -> dict[s
     if len(data) > MAX_IMAGE_BYTES:
         raise ValueError(f"the uploaded image is larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MB")
     try:
-        phash = image_phash(data)
-        pdq, quality = pdq_from_bytes(data)
+        phash, pdq, quality = hash_upload(data)  # one decode at hashing size (issue 16)
     except MediaDecodeError as exc:
         raise ValueError(f"the upload is not an image deepwatch can read: {exc}") from None
     found = similar_images(ctx.store, phash=phash, pdq=pdq, limit=limit)

@@ -16,6 +16,7 @@ from console import actions
 from console.actions import NotFound, ReviewError, TakedownError
 from console.audit import audit_events
 from console.hardening import MAX_ID
+from console.image_search import SearchRefused
 from console.deps import Principal, csrf_protect, current, require
 from console.gallery import MAX_LIMIT, campaign_stats, gallery, parse_filter
 from console.pages import _audit, change_status, ctx_of, packet_download, render
@@ -98,7 +99,10 @@ def review_evidence(request: Request, evidence_id: int, body: ReviewBody,
 def search_image(request: Request, image: UploadFile = File(...), principal: Principal = Depends(current)) -> JSONResponse:
     data = image.file.read(actions.MAX_IMAGE_BYTES + 1)
     try:
-        result = actions.search_by_image(ctx_of(request), data)
+        with request.app.state.search_limits.slot(principal.username):
+            result = actions.search_by_image(ctx_of(request), data)
+    except SearchRefused as exc:
+        raise HTTPException(exc.status, str(exc)) from None
     except ValueError as exc:
         raise HTTPException(400, str(exc)) from None
     _audit(request, principal, "search", "/api/v1/search/image",

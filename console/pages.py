@@ -31,6 +31,7 @@ from console.deps import (
     safe_next,
 )
 from console.throttle import attempt_succeeded, begin_attempt, throttle_name
+from console.image_search import SearchRefused
 from console.hardening import SEAL_FAILED, login_token, login_token_ok
 from console.gallery import FILTER_FIELDS, VERDICTS, REVIEW_STATES, gallery, parse_filter, campaign_stats
 from evidence.takedown import list_takedowns, set_takedown_status
@@ -239,7 +240,10 @@ def search_image_page(request: Request, principal: Principal = Depends(current))
 def search_image(request: Request, image: UploadFile = File(...), principal: Principal = Depends(current)) -> Response:
     data = image.file.read(actions.MAX_IMAGE_BYTES + 1)
     try:
-        result = actions.search_by_image(ctx_of(request), data)
+        with request.app.state.search_limits.slot(principal.username):
+            result = actions.search_by_image(ctx_of(request), data)
+    except SearchRefused as exc:
+        return render(request, "search_image.html", {"result": None, "error": str(exc)}, status_code=exc.status)
     except ValueError as exc:
         return render(request, "search_image.html", {"result": None, "error": str(exc)}, status_code=400)
     _audit(request, principal, "search", "/search-image",
