@@ -4,8 +4,8 @@ memory added, the old way (two full decodes: image_phash + pdq_from_bytes) again
 
     .venv/bin/python bench/image_search_cost.py [--quick]
 
-Each measurement runs in a fresh interpreter so ru_maxrss (a high-water mark) belongs to that
-request alone. Last line: one JSON object.
+Each measurement runs in a fresh interpreter and reads its VmHWM (peak resident memory) before and
+after the request, so the figure belongs to that request alone. Last line: one JSON object.
 """
 from __future__ import annotations
 
@@ -21,7 +21,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 _CHILD = r"""
-import resource, sys, time
+import sys, time
+
+def hwm_mb():
+    # VmHWM belongs to this process image; ru_maxrss would carry the parent's peak across exec.
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
 sys.path.insert(0, sys.argv[3])
 data = open(sys.argv[1], "rb").read()
 if sys.argv[2] == "after":
@@ -32,10 +38,10 @@ else:
     from detectors.pdq import pdq_from_bytes
     import imagehash, pdqhash  # noqa: F401  (imported before the baseline, like a warm server)
     run = lambda: (image_phash(data), *pdq_from_bytes(data))
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = hwm_mb()
 t = time.perf_counter()
 run()
-print(time.perf_counter() - t, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+print(time.perf_counter() - t, hwm_mb() - before)
 """
 
 

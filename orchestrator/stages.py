@@ -219,8 +219,8 @@ class CaptureStage:
 
         self.blobs = open_blobs(blobs_root)
         # The browser refuses what the fetcher refuses (issue 16): same allow_networks.
-        self.browser = BrowserAgent("", self.blobs, nav_timeout_s=nav_timeout_s,
-                                    allow_networks=tuple((policy or FetchPolicySpec()).allow_networks))
+        self.allow_networks = tuple((policy or FetchPolicySpec()).allow_networks)
+        self.browser = BrowserAgent("", self.blobs, nav_timeout_s=nav_timeout_s, allow_networks=self.allow_networks)
         self.fetcher = (policy or FetchPolicySpec()).build() if archive else None
         self.operator = operator
         self.key_dir = key_dir
@@ -230,7 +230,13 @@ class CaptureStage:
         from agents.errors import SourceError
 
         out: list[Any] = []
+        from agents.post_urls import post_url_refusal
+
         for url, media_urls in posts:
+            refusal = post_url_refusal(url, self.allow_networks)  # every agent's post URLs (issue 16)
+            if refusal:
+                out.append(Drop("capture", "blocked post url", url, refusal))
+                continue
             try:
                 shot = self.browser.capture(url)
             except SourceError as exc:

@@ -1,5 +1,5 @@
 """Issue 16, finding 3: one small PNG of 7000x7000 sent to search-by-image cost 8 s and +900 MB.
-Peak memory per request is measured in a fresh interpreter (ru_maxrss is a high-water mark)."""
+Peak memory per request is measured in a fresh interpreter (its VmHWM before and after)."""
 from __future__ import annotations
 
 import io
