@@ -22,6 +22,7 @@ from typing import Iterator
 from PIL import Image, ImageOps
 
 from detectors.hashing import MAX_PIXELS, MediaDecodeError, phash_from_gray, sniff_mime
+from detectors.media_limits import check_animation
 from detectors.pdq import pdq_from_image
 
 HASH_SIDE = 512  # PDQ's working size is 64; 512 keeps its quality metric meaningful
@@ -55,6 +56,7 @@ def hash_upload(data: bytes) -> tuple[str, str, int]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            check_animation(data, mime)  # frames x canvas, from the bytes alone
             img = Image.open(io.BytesIO(data))
             width, height = img.size
             if width * height > MAX_PIXELS:
