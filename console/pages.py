@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import re
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -32,6 +33,8 @@ from console.deps import (
 )
 from console.throttle import attempt_succeeded, begin_attempt, throttle_name
 from console.image_search import SearchRefused
+from console.scope import (allowed_names, allowed_takedown, campaign_scope, check_evidence_ids, filter_matches,
+                           scope_of)
 from console.hardening import SEAL_FAILED, login_token, login_token_ok
 from console.gallery import FILTER_FIELDS, VERDICTS, REVIEW_STATES, gallery, parse_filter, campaign_stats
 from evidence.takedown import list_takedowns, set_takedown_status
@@ -46,7 +49,7 @@ _INLINE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp", "image/bm
 
 public_router = APIRouter()
 
-router = APIRouter(dependencies=[Depends(csrf_protect)])
+router = APIRouter(dependencies=[Depends(csrf_protect), Depends(campaign_scope)])  # scope: issue 16
 
 
 def ctx_of(request: Request) -> ConsoleContext:
@@ -157,7 +160,7 @@ def logout(request: Request, principal: Principal = Depends(current)) -> Respons
 @router.get("/", include_in_schema=False)
 def dashboard(request: Request, campaign: str = "", principal: Principal = Depends(current)) -> Response:
     ctx = ctx_of(request)
-    names = actions.campaign_names(ctx.store)
+    names = allowed_names(ctx.store, scope_of(request), actions.campaign_names(ctx.store))
     if campaign and campaign not in names:
         raise HTTPException(404, f"no campaign named {campaign!r}")
     selected = campaign or (names[0] if names else "")
@@ -184,12 +187,13 @@ def gallery_page(request: Request, principal: Principal = Depends(current)) -> R
     query = request.query_params
     values = {name: query.get(name, "") for name in FILTER_FIELDS}
     context: dict[str, Any] = {
-        "values": values, "campaigns": actions.campaign_names(ctx.store), "platforms": _platforms(ctx),
+        "values": values, "campaigns": allowed_names(ctx.store, scope_of(request), actions.campaign_names(ctx.store)),
+        "platforms": _platforms(ctx),
         "verdicts": VERDICTS, "review_states": REVIEW_STATES, "items": [], "next_url": None, "error": "",
         "takedown_platforms": [p.name for p in ctx.takedown_config.platforms],
     }
     try:
-        f = parse_filter(query)
+        f = replace(parse_filter(query), campaign_ids=scope_of(request))
         page = gallery(ctx.store, f, query.get("cursor") or None, PAGE_SIZE)
     except ValueError as exc:
         return render(request, "gallery.html", context | {"error": str(exc)}, status_code=400)
@@ -241,7 +245,7 @@ def search_image(request: Request, image: UploadFile = File(...), principal: Pri
     data = image.file.read(actions.MAX_IMAGE_BYTES + 1)
     try:
         with request.app.state.search_limits.slot(principal.username):
-            result = actions.search_by_image(ctx_of(request), data)
+            result = filter_matches(ctx_of(request).store, scope_of(request), actions.search_by_image(ctx_of(request), data))
     except SearchRefused as exc:
         return render(request, "search_image.html", {"result": None, "error": str(exc)}, status_code=exc.status)
     except ValueError as exc:
@@ -255,7 +259,8 @@ def search_image(request: Request, image: UploadFile = File(...), principal: Pri
 # -- takedowns ----------------------------------------------------------------------------------
 @router.get("/takedowns", include_in_schema=False)
 def takedowns_page(request: Request, principal: Principal = Depends(current)) -> Response:
-    rows = [actions.takedown_json(r) for r in list_takedowns(ctx_of(request).store)]
+    store, scope = ctx_of(request).store, scope_of(request)
+    rows = [actions.takedown_json(r) for r in list_takedowns(store) if allowed_takedown(store, scope, r)]
     return render(request, "takedowns.html", {"rows": list(reversed(rows))})
 
 
@@ -263,7 +268,9 @@ def takedowns_page(request: Request, principal: Principal = Depends(current)) ->
 def build_takedown_page(request: Request, evidence_ids: list[str] = Form([]), platform: str = Form(""),
                         principal: Principal = Depends(require("investigator"))) -> Response:
     try:
-        row = actions.build_packet(ctx_of(request), actions.parse_ids(evidence_ids), platform)
+        ids = actions.parse_ids(evidence_ids)
+        check_evidence_ids(ctx_of(request).store, scope_of(request), ids)
+        row = actions.build_packet(ctx_of(request), ids, platform)
     except TakedownError as exc:
         raise HTTPException(400, str(exc)) from None
     _audit(request, principal, "export", f"takedown:{row.id}",

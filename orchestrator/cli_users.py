@@ -120,6 +120,37 @@ def user_unlock(name: str = typer.Argument(...), db: Optional[str] = DbOpt) -> N
     console.print(f"{escape(user.username)}: {cleared} login backoff(s) cleared", highlight=False)
 
 
+@user_app.command("grant")
+def user_grant(name: str = typer.Argument(...), campaign: str = typer.Argument(..., help="Campaign name"),
+               db: Optional[str] = DbOpt) -> None:
+    """Let a user see a campaign. Once any user is granted one, non-admins see only their campaigns."""
+    _membership(name, campaign, db, add=True)
+
+
+@user_app.command("ungrant")
+def user_ungrant(name: str = typer.Argument(...), campaign: str = typer.Argument(..., help="Campaign name"),
+                 db: Optional[str] = DbOpt) -> None:
+    """Stop a user seeing a campaign in the console."""
+    _membership(name, campaign, db, add=False)
+
+
+def _membership(name: str, campaign: str, db: Optional[str], *, add: bool) -> None:
+    from console.audit import audit
+    from console.auth import AuthError
+    from console.scope import grant, revoke
+
+    store = _open_store(db)
+    try:
+        changed = (grant if add else revoke)(store, name, campaign)
+        audit(store, _operator(), "user_grant" if add else "user_ungrant", f"user:{name}", {"campaign": campaign})
+    except AuthError as exc:
+        _fail(str(exc))
+    finally:
+        store.close()
+    verb = ("now sees" if changed else "already saw") if add else ("no longer sees" if changed else "did not see")
+    console.print(f"{escape(name)} {verb} campaign {escape(campaign)}", highlight=False)
+
+
 @user_app.command("revoke")
 def user_revoke(name: str = typer.Argument(...), db: Optional[str] = DbOpt) -> None:
     """Deactivate an account: its sessions end and its API tokens are revoked."""

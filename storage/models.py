@@ -330,3 +330,11 @@ class LoginThrottle(SQLModel, table=True):
     attempts: int = 0
     next_allowed: float = 0.0
     last_at: float = 0.0
+
+
+class CampaignMember(SQLModel, table=True):
+    """Who may see a campaign in the console (console.scope). Once any row exists, users other than
+    admins see only the campaigns they are members of; with no rows, everyone sees everything."""
+
+    user_id: int = Field(foreign_key="user.id", primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", primary_key=True, index=True)

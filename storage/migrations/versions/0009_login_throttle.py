@@ -1,5 +1,6 @@
 """Login throttle rows: attempts per (account, client address) and per address, with the time
 the next attempt is allowed (exponential backoff instead of a lock anyone can trigger; issue 16).
+Campaign members: which users see which campaigns in the console (per-campaign permissions).
 
 Revision ID: 0009_login_throttle
 Revises: 0008_custody_request_id
@@ -26,8 +27,19 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("key"),
     )
     op.create_index("ix_loginthrottle_account", "loginthrottle", ["account"], unique=False)
+    op.create_table(
+        "campaignmember",
+        sa.Column("user_id", sa.Integer(), nullable=False),
+        sa.Column("campaign_id", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(["campaign_id"], ["campaign.id"]),
+        sa.ForeignKeyConstraint(["user_id"], ["user.id"]),
+        sa.PrimaryKeyConstraint("user_id", "campaign_id"),
+    )
+    op.create_index("ix_campaignmember_campaign_id", "campaignmember", ["campaign_id"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_campaignmember_campaign_id", table_name="campaignmember")
+    op.drop_table("campaignmember")
     op.drop_index("ix_loginthrottle_account", table_name="loginthrottle")
     op.drop_table("loginthrottle")
