@@ -38,3 +38,27 @@ def test_capture_stage_refuses_internal_post_urls_before_any_browser(tmp_path):
     assert "cloud metadata" in out[0].detail and "loopback" in out[1].detail
     assert stage.browser._browser is None  # Chromium was never started for them
     assert post_url_refusal("http://127.0.0.1:9/ok", ("127.0.0.1/32",)) is None
+
+
+def test_capture_stage_keeps_nothing_when_the_archive_step_refuses_the_page(tmp_path):
+    import os
+
+    from agents.base import Drop
+    from agents.fetch import FetchPolicy
+    from tests.fakeplatform import FakePlatform
+
+    if not os.path.exists("/usr/bin/chromium"):
+        pytest.skip("no Chromium")
+    with FakePlatform(page_size=2) as fp:
+        url = f"{fp.base_url}/p/p0003"
+        stage = CaptureStage(str(tmp_path / "blobs"), FetchPolicySpec(allow_networks=("127.0.0.0/8",)),
+                             key_dir=str(tmp_path / "keys"))
+        try:
+            [(shot, record)] = stage.run([(url, [])])  # allowed: screenshot, DOM and signed WACZ
+            assert shot.status == 200 and record.page_final_url == url
+            stage.fetcher.close()
+            stage.fetcher = Fetcher(FetchPolicy())  # the archive step now refuses loopback
+            [refused] = stage.run([(url, [])])
+        finally:
+            stage.close()
+    assert isinstance(refused, Drop) and "blocked address" in refused.reason
