@@ -16,7 +16,6 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from storage.db import StorageError
 
 
 @dataclass(frozen=True)
