@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 
-
 @dataclass(frozen=True)
 class ArchiveLimits:
     max_members: int = 5_000_000
