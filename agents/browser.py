@@ -20,6 +20,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 from agents.base import AgentStats, Drop, MediaRef, Page, Post
 from agents.demo_api import check_base_url, parse_timestamp
+from agents.browser_guard import GuardedProxy, url_refusal
 from agents.errors import SourceError
 from agents.fetch import default_user_agent
 from storage.blobs import BlobStore, ContentStore
@@ -122,6 +123,7 @@ class BrowserAgent:
         render_timeout_s: float = 10,
         viewport: tuple[int, int] = (1280, 800),
         user_agent: str | None = None,
+        allow_networks: tuple[str, ...] = (),
     ):
         # base_url may be empty for an agent used only to capture evidence pages by full URL.
         self.base_url = check_base_url(base_url) if base_url else ""
@@ -140,6 +142,9 @@ class BrowserAgent:
             raise ValueError(f"viewport must be (width, height) in positive pixels, got {viewport!r}")
         self.viewport = {"width": viewport[0], "height": viewport[1]}
         self.user_agent = user_agent or default_user_agent()
+        # Deny by default: every request of the browser goes through the fetcher's address guard,
+        # which refuses private, loopback and metadata addresses outside allow_networks (issue 16).
+        self._guard = GuardedProxy(allow_networks)
         self.stats = AgentStats()
         self._executor: ThreadPoolExecutor | None = None
         self._playwright: Any = None
@@ -203,7 +208,8 @@ class BrowserAgent:
             self._playwright = sync_playwright().start()
         try:
             self._browser = self._playwright.chromium.launch(
-                executable_path=self.executable_path, headless=self.headless, args=list(CHROMIUM_ARGS)
+                executable_path=self.executable_path, headless=self.headless, args=list(CHROMIUM_ARGS),
+                proxy=self._guard.start().playwright_proxy(),
             )
         except PlaywrightError as exc:
             raise RuntimeError(f"could not launch Chromium at {self.executable_path}: {_first_line(exc)}") from exc
@@ -215,6 +221,7 @@ class BrowserAgent:
                 self._browser.close()
         finally:
             self._browser = None
+            self._guard.close()
             if self._playwright is not None:
                 self._playwright.stop()
                 self._playwright = None
@@ -234,12 +241,22 @@ class BrowserAgent:
         from playwright.sync_api import Error as PlaywrightError
         from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+        refusal = url_refusal(url, self._guard.allowed)  # a clear reason before Chromium is involved
+        if refusal:
+            raise SourceError("blocked address", refusal, url=url)
         try:
-            return page.goto(url, wait_until="domcontentloaded", timeout=self.nav_timeout_ms)
+            response = page.goto(url, wait_until="domcontentloaded", timeout=self.nav_timeout_ms)
         except PlaywrightTimeout as exc:
             raise SourceError("timeout", _first_line(exc), url=url) from None
         except PlaywrightError as exc:
             raise SourceError("navigation failed", _first_line(exc), url=url) from None
+        guard = response.headers.get("x-deepwatch-guard") if response is not None else None
+        if guard == "unreachable":
+            raise SourceError("navigation failed", f"{response.url}: {response.text()[:300]}", url=url)
+        if guard == "refused":
+            # The page (or a redirect on the way to it) is on a refused address: keep nothing of it.
+            raise SourceError("blocked address", f"{response.url}: refused by the address guard", url=url)
+        return response
 
     def _settle(self, page: Any, selector: str) -> bool:
         """Wait for `selector` and for images to finish loading; False when nothing rendered."""

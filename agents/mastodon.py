@@ -28,6 +28,7 @@ from agents import _social as s
 from agents.base import AgentStats, MediaRef, Page, Post
 from agents.errors import SourceError
 from agents.fetch import Fetcher
+from agents.post_urls import post_url
 
 MAX_PAGE_SIZE = 40  # Mastodon caps `limit` at 40 for timelines and search
 _MEDIA_KINDS = {"image": "image", "video": "video", "gifv": "video"}
@@ -135,7 +136,7 @@ class MastodonAgent:
         return Post(
             platform=self.platform,
             post_id=uri,
-            url=s.optional_str(status, "url") or uri,
+            url=post_url(s.optional_str(status, "url") or uri, "url"),  # the instance's word only (issue 16)
             account=acct,
             text=text,
             created_at=s.timestamp(status.get("created_at"), "created_at"),

@@ -51,7 +51,7 @@ def _register(*types: AgentType) -> dict[str, AgentType]:
 
 AGENT_TYPES: dict[str, AgentType] = _register(
     AgentType("demo_api", DemoApiAgent, ("fetcher",), "the demo platform's JSON search API"),
-    AgentType("browser", BrowserAgent, ("blobs",), "a JS-rendered feed read in headless Chromium"),
+    AgentType("browser", BrowserAgent, ("blobs", "allow_networks"), "a JS-rendered feed read in headless Chromium"),
     AgentType("mastodon", MastodonAgent, ("fetcher",), "Mastodon hashtag timelines and status search"),
     AgentType("bluesky", BlueskyAgent, ("fetcher",), "Bluesky post search (app.bsky.feed.searchPosts)"),
     AgentType("reddit", RedditAgent, ("fetcher",), "Reddit search and subreddit listings (JSON API)"),
@@ -87,7 +87,8 @@ def build_agent(type_name: str, params: Mapping[str, Any], *, fetcher: Fetcher, 
     if missing:
         raise AgentConfigError(f"{type_name}: missing required parameter(s) {', '.join(missing)}")
 
-    runtime = {"fetcher": fetcher, "blobs": blobs}
+    # The browser gets the fetcher's allow_networks: its guard refuses the same addresses (issue 16).
+    runtime = {"fetcher": fetcher, "blobs": blobs, "allow_networks": tuple(fetcher.policy.allow_networks)}
     kwargs = {**{n: runtime[n] for n in agent_type.injected}, **params}
     try:
         return agent_type.factory(**kwargs)

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import or_
 from sqlmodel import select
 
+from console.hardening import MAX_ID, valid_id
 from evidence.custody import append_event, events_for
 from evidence.review import ReviewError, review_evidence, review_history
 from evidence.seal import SealError, latest_seal, seal_evidence, signer_keys
@@ -144,8 +145,8 @@ def review_and_seal(ctx: ConsoleContext, evidence_id: int, decision: str, review
 def search_by_image(ctx: ConsoleContext, data: bytes, limit: int = 20) -> dict[str, Any]:
     """{"query": hashes of the upload, "matches": near-duplicates seen, "bank": known-fake hits}.
     ValueError with a clear message for an empty, oversized or undecodable upload."""
-    from detectors.hashing import MediaDecodeError, image_phash
-    from detectors.pdq import pdq_from_bytes
+    from console.image_search import hash_upload
+    from detectors.hashing import MediaDecodeError
     from storage.similar import similar_images
 
     if not data:
@@ -153,8 +154,7 @@ def search_by_image(ctx: ConsoleContext, data: bytes, limit: int = 20) -> dict[s
     if len(data) > MAX_IMAGE_BYTES:
         raise ValueError(f"the uploaded image is larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MB")
     try:
-        phash = image_phash(data)
-        pdq, quality = pdq_from_bytes(data)
+        phash, pdq, quality = hash_upload(data)  # one decode at hashing size (issue 16)
     except MediaDecodeError as exc:
         raise ValueError(f"the upload is not an image deepwatch can read: {exc}") from None
     found = similar_images(ctx.store, phash=phash, pdq=pdq, limit=limit)
@@ -165,10 +165,10 @@ def search_by_image(ctx: ConsoleContext, data: bytes, limit: int = 20) -> dict[s
 def parse_ids(values: list[str] | list[int]) -> list[int]:
     ids: list[int] = []
     for value in values:
-        try:
-            ids.append(int(value))
-        except (TypeError, ValueError):
-            raise TakedownError(f"evidence_ids: {value!r} is not an evidence id (a whole number)") from None
+        number = valid_id(value if isinstance(value, int) else str(value).strip())
+        if number is None:  # also ids past what the database holds (a driver error otherwise)
+            raise TakedownError(f"evidence_ids: {str(value)[:30]!r} is not an evidence id (a whole number from 1 to {MAX_ID})")
+        ids.append(number)
     if not ids:
         raise TakedownError("evidence_ids: select at least one evidence record")
     return ids

@@ -6,7 +6,8 @@ document (/api/openapi.json) and its reader (/api/docs) are behind the login too
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from dataclasses import replace
+from typing import Annotated, Any, Optional
 
 from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
@@ -15,12 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from console import actions
 from console.actions import NotFound, ReviewError, TakedownError
 from console.audit import audit_events
+from console.hardening import MAX_ID
+from console.image_search import SearchRefused
+from console.scope import allowed_takedown, campaign_scope, check_evidence_ids, filter_matches, scope_of
 from console.deps import Principal, csrf_protect, current, require
 from console.gallery import MAX_LIMIT, campaign_stats, gallery, parse_filter
 from console.pages import _audit, change_status, ctx_of, packet_download, render
 from evidence.takedown import list_takedowns
 
-router = APIRouter(prefix="/api", dependencies=[Depends(csrf_protect)])
+router = APIRouter(prefix="/api", dependencies=[Depends(csrf_protect), Depends(campaign_scope)])
 
 
 class ReviewBody(BaseModel):
@@ -32,7 +36,7 @@ class ReviewBody(BaseModel):
 
 class TakedownBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    evidence_ids: list[int] = Field(min_length=1, description="Evidence records, all on one platform")
+    evidence_ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(min_length=1, description="Evidence records, all on one platform")
     platform: str = Field(description="A platform named in the takedown configuration")
     allow_unreviewed: bool = Field(False, description="Include records no investigator has confirmed; the notice marks them")
 
@@ -59,7 +63,7 @@ def list_evidence(request: Request,
                   limit: int = Query(48, ge=1, le=MAX_LIMIT),
                   principal: Principal = Depends(current)) -> JSONResponse:
     try:
-        f = parse_filter(request.query_params)
+        f = replace(parse_filter(request.query_params), campaign_ids=scope_of(request))
         page = gallery(ctx_of(request).store, f, cursor or None, limit)
     except ValueError as exc:
         raise HTTPException(400, str(exc)) from None
@@ -98,7 +102,10 @@ def review_evidence(request: Request, evidence_id: int, body: ReviewBody,
 def search_image(request: Request, image: UploadFile = File(...), principal: Principal = Depends(current)) -> JSONResponse:
     data = image.file.read(actions.MAX_IMAGE_BYTES + 1)
     try:
-        result = actions.search_by_image(ctx_of(request), data)
+        with request.app.state.search_limits.slot(principal.username):
+            result = filter_matches(ctx_of(request).store, scope_of(request), actions.search_by_image(ctx_of(request), data))
+    except SearchRefused as exc:
+        raise HTTPException(exc.status, str(exc)) from None
     except ValueError as exc:
         raise HTTPException(400, str(exc)) from None
     _audit(request, principal, "search", "/api/v1/search/image",
@@ -119,12 +126,14 @@ def stats(request: Request, name: str, principal: Principal = Depends(current)) 
 # -- takedowns ----------------------------------------------------------------------------------
 @router.get("/v1/takedowns", summary="Every takedown request, oldest first")
 def takedowns(request: Request, principal: Principal = Depends(current)) -> JSONResponse:
-    return _json({"items": [actions.takedown_json(r) for r in list_takedowns(ctx_of(request).store)]})
+    store, scope = ctx_of(request).store, scope_of(request)
+    return _json({"items": [actions.takedown_json(r) for r in list_takedowns(store) if allowed_takedown(store, scope, r)]})
 
 
 @router.post("/v1/takedowns", status_code=201, summary="Build a signed takedown packet (investigators)")
 def build_takedown(request: Request, body: TakedownBody,
                    principal: Principal = Depends(require("investigator"))) -> JSONResponse:
+    check_evidence_ids(ctx_of(request).store, scope_of(request), body.evidence_ids)
     try:
         row = actions.build_packet(ctx_of(request), body.evidence_ids, body.platform, principal.username,
                                    allow_unreviewed=body.allow_unreviewed)

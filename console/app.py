@@ -21,6 +21,8 @@ from starlette.templating import Jinja2Templates
 
 from console.actions import ConsoleContext
 from console.deps import LoginGate, SecurityHeaders, is_api
+from console.hardening import Hardening, console_secret
+from console.image_search import SearchLimits
 from evidence.takedown import load_takedown_config
 from storage.blobs import BlobStore
 from storage.db import Store
@@ -79,6 +81,9 @@ def create_app(db_url: str, blobs_root: str, *, secure_cookies: bool = False,
     # add_middleware puts each new layer outside the previous: the headers wrap the gate.
     app.add_middleware(LoginGate, store=store)
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(Hardening, secure_cookies=secure_cookies)  # outermost: ids, slashes, caching (issue 16)
+    app.state.console_secret = console_secret()
+    app.state.search_limits = SearchLimits()  # image searches: concurrency cap and per-user rate  # signs login CSRF tokens; a short configured one fails here
     return app
 
 

@@ -146,6 +146,8 @@ def set_password(store: Store, username: str, password: str) -> User:
     with store.session() as s:
         user = _require_user(s, username)
         _check_password(user.username, password)
+        if verify_password(user.password_hash, password):  # a "change" that changes nothing (issue 16)
+            raise AuthError("the new password is the current one: choose a different password")
         now = utcnow()
         user.password_hash, user.password_changed_at = hash_password(password), now
         s.add(user)

@@ -64,6 +64,7 @@ class GalleryFilter:
     since: datetime | None = None  # post time, inclusive
     until: datetime | None = None  # post time, exclusive
     review: str | None = None  # unreviewed | confirmed | dismissed
+    campaign_ids: frozenset[int] | None = None  # the caller's visible campaigns (console.scope); None: all
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,8 @@ def gallery(store: Store, f: GalleryFilter, cursor: str | None = None, limit: in
             return GalleryPage([], None, order)
         # An id, not a join condition on the name: the planner then walks (campaign_id, created_at, id).
         q = q.where(ev.campaign_id == campaign_id)
+    if f.campaign_ids is not None:
+        q = q.where(ev.campaign_id.in_(sorted(f.campaign_ids)))
     if f.platform:
         q = q.where(ev.platform == f.platform)
     if f.account:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hmac
 import re
-import secrets
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -19,7 +19,7 @@ from starlette.background import BackgroundTask
 
 from console import actions, charts
 from console.actions import ConsoleContext, NotFound, ReviewError, TakedownError
-from console.audit import audit, audit_events, recent_failures
+from console.audit import audit, audit_events
 from console.auth import authenticate, end_session, has_role, start_session
 from console.deps import (
     LOGIN_CSRF_COOKIE,
@@ -31,6 +31,11 @@ from console.deps import (
     require,
     safe_next,
 )
+from console.throttle import attempt_succeeded, begin_attempt, throttle_name
+from console.image_search import SearchRefused
+from console.scope import (allowed_names, allowed_takedown, campaign_scope, check_evidence_ids, filter_matches,
+                           scope_of)
+from console.hardening import SEAL_FAILED, login_token, login_token_ok
 from console.gallery import FILTER_FIELDS, VERDICTS, REVIEW_STATES, gallery, parse_filter, campaign_stats
 from evidence.takedown import list_takedowns, set_takedown_status
 from storage import models as m
@@ -43,11 +48,8 @@ _INLINE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp", "image/bm
                  "video/quicktime", "video/x-matroska")
 
 public_router = APIRouter()
-LOGIN_WINDOW_S = 15 * 60
-MAX_FAILURES_PER_ACCOUNT = 10  # then the account's logins wait out the window
-MAX_FAILURES_PER_IP = 50  # an address guessing across many accounts
 
-router = APIRouter(dependencies=[Depends(csrf_protect)])
+router = APIRouter(dependencies=[Depends(csrf_protect), Depends(campaign_scope)])  # scope: issue 16
 
 
 def ctx_of(request: Request) -> ConsoleContext:
@@ -96,7 +98,8 @@ def _login_form(request: Request, next_path: str, *, error: str = "", status_cod
     the browser already holds is reused, so a second login page (another tab, a background request
     bounced to /login) does not invalidate the form the person is filling in."""
     held = request.cookies.get(LOGIN_CSRF_COOKIE, "")
-    token = held if len(held) == 43 and held.replace("-", "").replace("_", "").isalnum() else secrets.token_urlsafe(32)
+    secret = request.app.state.console_secret
+    token = held if login_token_ok(secret, held) else login_token(secret)  # only tokens this server signed
     response = render(request, "login.html", {"login_csrf": token, "next": next_path, "error": error,
                                                "username": username}, status_code)
     response.set_cookie(LOGIN_CSRF_COOKIE, token, max_age=3600, path="/login", httponly=True, samesite="strict",
@@ -114,21 +117,23 @@ def login(request: Request, username: str = Form(""), password: str = Form(""), 
           next: str = Form("/")) -> Response:  # noqa: A002
     ctx = ctx_of(request)
     expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
-    if not expected or not csrf_token or not hmac.compare_digest(expected.encode(), csrf_token.encode()):
+    if (not expected or not csrf_token or not hmac.compare_digest(expected.encode(), csrf_token.encode())
+            or not login_token_ok(request.app.state.console_secret, expected)):
         return _login_form(request, safe_next(next), status_code=403,
                            error="The login form expired or came from another site. Please try again.")
-    # Throttle password guessing per account and per address, counted from the audit log.
-    per_account, per_ip = recent_failures(ctx.store, target="user:" + username[:64], ip=client_ip(request),
-                                          window_s=LOGIN_WINDOW_S)
-    if per_account >= MAX_FAILURES_PER_ACCOUNT or per_ip >= MAX_FAILURES_PER_IP:
-        audit(ctx.store, "", "login_throttled", "user:" + username[:64], {"username": username[:64]}, client_ip(request))
-        return _login_form(request, safe_next(next), status_code=429, username=username[:64],
-                           error="Too many failed logins. Wait 15 minutes and try again, or ask an admin.")
-    user = authenticate(ctx.store, username, password)
+    # Throttle per (account, address) with backoff, counted atomically before the check (issue 16).
+    name, ip = throttle_name(username), client_ip(request)
+    wait = begin_attempt(ctx.store, name, ip)
+    if wait:
+        audit(ctx.store, "", "login_throttled", "user:" + name, {"username": name, "wait_s": round(wait, 1)}, ip)
+        return _login_form(request, safe_next(next), status_code=429, username=name,
+                           error=f"Too many failed logins from here. Wait {max(1, round(wait))} seconds and try again.")
+    user = authenticate(ctx.store, name, password)
     if user is None:
-        audit(ctx.store, "", "login_failed", "user:" + username[:64], {"username": username[:64]}, client_ip(request))
+        audit(ctx.store, "", "login_failed", "user:" + name, {"username": name}, ip)
         return _login_form(request, safe_next(next), status_code=401, error="Wrong username or password.",
-                           username=username[:64])
+                           username=name)
+    attempt_succeeded(ctx.store, name, ip)
     old = request.cookies.get(SESSION_COOKIE)
     if old:  # a fresh session id on every login (no session fixation)
         end_session(ctx.store, old)
@@ -155,7 +160,7 @@ def logout(request: Request, principal: Principal = Depends(current)) -> Respons
 @router.get("/", include_in_schema=False)
 def dashboard(request: Request, campaign: str = "", principal: Principal = Depends(current)) -> Response:
     ctx = ctx_of(request)
-    names = actions.campaign_names(ctx.store)
+    names = allowed_names(ctx.store, scope_of(request), actions.campaign_names(ctx.store))
     if campaign and campaign not in names:
         raise HTTPException(404, f"no campaign named {campaign!r}")
     selected = campaign or (names[0] if names else "")
@@ -182,12 +187,13 @@ def gallery_page(request: Request, principal: Principal = Depends(current)) -> R
     query = request.query_params
     values = {name: query.get(name, "") for name in FILTER_FIELDS}
     context: dict[str, Any] = {
-        "values": values, "campaigns": actions.campaign_names(ctx.store), "platforms": _platforms(ctx),
+        "values": values, "campaigns": allowed_names(ctx.store, scope_of(request), actions.campaign_names(ctx.store)),
+        "platforms": _platforms(ctx),
         "verdicts": VERDICTS, "review_states": REVIEW_STATES, "items": [], "next_url": None, "error": "",
         "takedown_platforms": [p.name for p in ctx.takedown_config.platforms],
     }
     try:
-        f = parse_filter(query)
+        f = replace(parse_filter(query), campaign_ids=scope_of(request))
         page = gallery(ctx.store, f, query.get("cursor") or None, PAGE_SIZE)
     except ValueError as exc:
         return render(request, "gallery.html", context | {"error": str(exc)}, status_code=400)
@@ -207,7 +213,7 @@ def evidence_page(request: Request, evidence_id: int, principal: Principal = Dep
     except NotFound as exc:
         raise HTTPException(404, str(exc)) from None
     _audit(request, principal, "view", f"evidence:{evidence_id}")
-    return render(request, "evidence.html", {"ev": view, "review_error": request.query_params.get("error", "")[:300]})
+    return render(request, "evidence.html", {"ev": view, "review_error": SEAL_FAILED if request.query_params.get("error") == "seal" else ""})
 
 
 @router.post("/evidence/{evidence_id}/review", include_in_schema=False)
@@ -222,8 +228,9 @@ def review(request: Request, evidence_id: int, decision: str = Form(""), rationa
     _audit(request, principal, "review", f"evidence:{evidence_id}",
            {"decision": result.decision, "review_id": result.review_id, "sealed": result.seal_sha256 is not None})
     target = f"/evidence/{evidence_id}"
-    if result.seal_error:
-        target += "?" + urlencode({"error": result.seal_error})
+    if result.seal_error:  # the page shows a fixed message, never text from the URL (issue 16)
+        _audit(request, principal, "seal_failed", f"evidence:{evidence_id}", {"error": result.seal_error[:500]})
+        target += "?error=seal"
     return RedirectResponse(target, status_code=303)
 
 
@@ -237,7 +244,10 @@ def search_image_page(request: Request, principal: Principal = Depends(current))
 def search_image(request: Request, image: UploadFile = File(...), principal: Principal = Depends(current)) -> Response:
     data = image.file.read(actions.MAX_IMAGE_BYTES + 1)
     try:
-        result = actions.search_by_image(ctx_of(request), data)
+        with request.app.state.search_limits.slot(principal.username):
+            result = filter_matches(ctx_of(request).store, scope_of(request), actions.search_by_image(ctx_of(request), data))
+    except SearchRefused as exc:
+        return render(request, "search_image.html", {"result": None, "error": str(exc)}, status_code=exc.status)
     except ValueError as exc:
         return render(request, "search_image.html", {"result": None, "error": str(exc)}, status_code=400)
     _audit(request, principal, "search", "/search-image",
@@ -249,7 +259,8 @@ def search_image(request: Request, image: UploadFile = File(...), principal: Pri
 # -- takedowns ----------------------------------------------------------------------------------
 @router.get("/takedowns", include_in_schema=False)
 def takedowns_page(request: Request, principal: Principal = Depends(current)) -> Response:
-    rows = [actions.takedown_json(r) for r in list_takedowns(ctx_of(request).store)]
+    store, scope = ctx_of(request).store, scope_of(request)
+    rows = [actions.takedown_json(r) for r in list_takedowns(store) if allowed_takedown(store, scope, r)]
     return render(request, "takedowns.html", {"rows": list(reversed(rows))})
 
 
@@ -258,7 +269,9 @@ def build_takedown_page(request: Request, evidence_ids: list[str] = Form([]), pl
                         allow_unreviewed: str = Form(""),
                         principal: Principal = Depends(require("investigator"))) -> Response:
     try:
-        row = actions.build_packet(ctx_of(request), actions.parse_ids(evidence_ids), platform, principal.username,
+        ids = actions.parse_ids(evidence_ids)
+        check_evidence_ids(ctx_of(request).store, scope_of(request), ids)
+        row = actions.build_packet(ctx_of(request), ids, platform, principal.username,
                                    allow_unreviewed=allow_unreviewed == "yes")
     except TakedownError as exc:
         raise HTTPException(400, str(exc)) from None

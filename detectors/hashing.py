@@ -142,6 +142,10 @@ def _decode(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            if mime in ("image/gif", "image/webp"):  # frames x pixels, before Pillow parses any frame
+                from detectors.media_limits import check_animation
+
+                check_animation(data, mime)
             img = Image.open(io.BytesIO(data))
             width, height = img.size
             if width * height > MAX_PIXELS:

@@ -118,7 +118,11 @@ def _decoded_frames(container: Any) -> Iterator[tuple[float, Any]]:
     """
     import av
 
+    from detectors.media_limits import FrameBudget, check_video_size
+
     stream = container.streams.video[0]
+    check_video_size(int(stream.codec_context.width or 0), int(stream.codec_context.height or 0))
+    budget = FrameBudget()  # frames x pixels: a small file of endless 8K frames is a bomb (issue 16)
     stream.thread_type = "AUTO"
     rate = float(stream.average_rate) if stream.average_rate else 25.0
     base: float | None = None
@@ -136,6 +140,7 @@ def _decoded_frames(container: Any) -> Iterator[tuple[float, Any]]:
         except av.error.FFmpegError:
             continue
         for frame in frames:
+            budget.spend(frame.width, frame.height)
             t = frame.time if frame.time is not None else index / rate
             if base is None:
                 base = t

@@ -38,9 +38,10 @@ def check_liveness(store: Store, fetcher: Fetcher, evidence_ids: list[int] | Non
     checks: list[m.LivenessCheck] = []
     for ev in records:
         markers = _markers(config, ev.platform)
+        post_text = _post_text(store, ev.post_pk)
         mine = []
         for url, is_post in _urls(ev):
-            state, status, detail = probe(fetcher, url, markers if is_post else ())
+            state, status, detail = probe(fetcher, url, markers if is_post else (), post_text=post_text if is_post else "")
             mine.append(_save(store, ev.id, url, state, status, detail))
         append_event(store, ev.id, "liveness_checked", actor, {
             "checks": [{"id": c.id, "url": c.url, "state": c.state, "http_status": c.http_status, "detail": c.detail}
@@ -51,8 +52,19 @@ def check_liveness(store: Store, fetcher: Fetcher, evidence_ids: list[int] | Non
     return checks
 
 
-def probe(fetcher: Fetcher, url: str, removed_markers: tuple[str, ...] | list[str] = ()) -> tuple[str, int | None, str]:
-    """(state, HTTP status when known, detail) for one URL."""
+def probe(fetcher: Fetcher, url: str, removed_markers: tuple[str, ...] | list[str] = (), *,
+          post_text: str = "") -> tuple[str, int | None, str]:
+    """(state, HTTP status when known, detail) for one URL.
+
+    The page is written by the poster too (issue 16): a removal notice counts only when the post's
+    own text does not carry it and the post's text is no longer on the page, so a post quoting
+    "This post has been removed" does not close its own takedown."""
+    state, status, detail = _probe(fetcher, url, removed_markers, post_text)
+    return state, status, _clean(detail)
+
+
+def _probe(fetcher: Fetcher, url: str, removed_markers: tuple[str, ...] | list[str],
+           post_text: str) -> tuple[str, int | None, str]:
     try:
         fetched = fetcher.get_document(url, accept="*/*")
     except FetchError as exc:
@@ -66,8 +78,14 @@ def probe(fetcher: Fetcher, url: str, removed_markers: tuple[str, ...] | list[st
     where = "" if fetched.final_url == url else f", redirected to {fetched.final_url}"
     if removed_markers:
         text = fetched.data.decode("utf-8", errors="replace").casefold()
+        own = post_text.casefold()
+        snippet = " ".join(own.split())[:80]
+        still_shown = len(snippet) >= 20 and snippet in " ".join(text.split())
         for marker in removed_markers:
             if marker.casefold() in text:
+                if marker.casefold() in own or still_shown:
+                    return "live", None, (f"answered 2xx{where}; the removal notice {marker!r} is on the page but so "
+                                          "is the post (the notice may be the poster's own words)")
                 return "gone", None, f"answered 2xx{where} with the removal notice {marker!r}"
     return "live", None, f"answered 2xx ({len(fetched.data)} bytes, {fetched.declared_mime}){where}"
 
@@ -126,6 +144,20 @@ def _markers(config: TakedownConfig | None, platform: str) -> tuple[str, ...]:
         return tuple(config.platform(platform).removed_markers)
     except TakedownError:
         return ()  # a platform without takedown settings has no markers: 404/410 still count
+
+
+def _post_text(store: Store, post_pk: int | None) -> str:
+    if post_pk is None:
+        return ""
+    with store.session() as s:
+        row = s.get(m.Post, post_pk)
+        return row.text if row is not None else ""
+
+
+def _clean(detail: str) -> str:
+    """Server-written text (URLs, content types, error bodies) without control characters, which
+    would otherwise reach a terminal or a log as escape sequences."""
+    return "".join(c if c.isprintable() else "\ufffd" for c in detail)[:2000]
 
 
 def _status_of(reason: str) -> int | None:

@@ -9,8 +9,10 @@ so one file (`digest.bin`) checks both, e.g. `openssl ts -verify -data digest.bi
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from urllib.parse import urlsplit
 
 import cryptography.x509
 import httpx
@@ -26,6 +28,8 @@ from rfc3161_client import (
 
 SHA256_OID = cryptography.x509.ObjectIdentifier("2.16.840.1.101.3.4.2.1")
 QUERY_TYPE = "application/timestamp-query"
+MAX_RESPONSE_BYTES = 256 * 1024  # a token with its certificate chain is a few KB
+MAX_CLOCK_SKEW_S = 300  # how far the stamped time may be from when we asked
 
 
 class TimestampError(RuntimeError):
@@ -53,24 +57,57 @@ def timestamp(digest: bytes, tsa_url: str, client: httpx.Client | None = None, t
     )
     # A plain httpx POST, not agents.fetch.Fetcher: the fetcher only GETs, and its SSRF guard is
     # for URLs taken from posts; a TSA URL comes from the operator's configuration.
+    if urlsplit(str(tsa_url)).scheme not in ("http", "https"):
+        raise TimestampError(f"timestamp authority URL {str(tsa_url)[:200]!r} is not http(s)")
     own_client = client is None
     http = client or httpx.Client(timeout=timeout_s, follow_redirects=False)
+    asked_at = datetime.now(timezone.utc)
     try:
-        answer = http.post(tsa_url, content=request.as_bytes(), headers={"Content-Type": QUERY_TYPE},
-                           timeout=timeout_s)
+        status, body = _post_bounded(http, tsa_url, request.as_bytes(), timeout_s)
     except httpx.HTTPError as exc:
         raise TimestampError(f"timestamp authority {tsa_url} could not be reached: {exc}") from None
     finally:
         if own_client:
             http.close()
-    if answer.status_code != 200:
-        raise TimestampError(f"timestamp authority {tsa_url} answered HTTP {answer.status_code}")
-    response = _decode(answer.content, f"the answer of {tsa_url}")
+    if status != 200:
+        raise TimestampError(f"timestamp authority {tsa_url} answered HTTP {status}")
+    response = _decode(body, f"the answer of {tsa_url}")
     _require_granted(response, tsa_url)
     if response.tst_info.nonce != request.nonce:
         raise TimestampError(f"timestamp authority {tsa_url} answered with another nonce (a replayed or misrouted answer)")
     _require_imprint(response, digest)
+    _require_current(response, asked_at, tsa_url)
     return response.as_bytes()
+
+
+def _post_bounded(http: httpx.Client, url: str, body: bytes, timeout_s: float) -> tuple[int, bytes]:
+    """POST and read at most MAX_RESPONSE_BYTES within one overall deadline (issue 16): a hostile
+    or broken authority can neither fill memory nor drip bytes to hold a seal forever."""
+    deadline = time.monotonic() + timeout_s
+    with http.stream("POST", url, content=body, headers={"Content-Type": QUERY_TYPE}, timeout=timeout_s) as answer:
+        if answer.status_code != 200:
+            return answer.status_code, b""
+        declared = answer.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+            raise TimestampError(f"timestamp authority {url} sent {int(declared):,} bytes; an answer is at most "
+                                 f"{MAX_RESPONSE_BYTES:,}")
+        data = bytearray()
+        for chunk in answer.iter_raw():
+            data += chunk
+            if len(data) > MAX_RESPONSE_BYTES:
+                raise TimestampError(f"timestamp authority {url} sent more than {MAX_RESPONSE_BYTES:,} bytes")
+            if time.monotonic() > deadline:
+                raise TimestampError(f"timestamp authority {url} did not finish its answer within {timeout_s:g} s")
+        return answer.status_code, bytes(data)
+
+
+def _require_current(response: TimeStampResponse, asked_at: datetime, who: str) -> None:
+    """The stamped time must be now: an authority that back- or forward-dates a seal would put a
+    false time on the evidence."""
+    gen_time = response.tst_info.gen_time.astimezone(timezone.utc)
+    if abs((gen_time - asked_at).total_seconds()) > MAX_CLOCK_SKEW_S:
+        raise TimestampError(f"timestamp authority {who} stamped {gen_time.isoformat()}, but it was asked at "
+                             f"{asked_at.isoformat()} (more than {MAX_CLOCK_SKEW_S} s apart)")
 
 
 def verify_token(token: bytes, digest: bytes, tsa_cert_pem: bytes | None = None) -> TimestampInfo:

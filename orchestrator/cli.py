@@ -50,12 +50,14 @@ def _blobs(path: Optional[str]) -> str:
     return path or os.environ.get("DEEPWATCH_BLOBS") or DEFAULT_BLOBS
 
 
-def _open_store(url: Optional[str]) -> Any:
+def _open_store(url: Optional[str], *, new_ok: bool = False) -> Any:
+    from orchestrator.db_checks import DatabaseCheckError, check_database_url, check_existing_database
     from storage.db import Store, StorageError
 
-    try:
+    try:  # a mistyped --db must not become a new empty database (issue 16)
+        (check_database_url if new_ok else check_existing_database)(_db(url))
         return Store(_db(url))
-    except StorageError as exc:
+    except (StorageError, DatabaseCheckError) as exc:
         _fail(str(exc))
 
 
@@ -68,6 +70,12 @@ def campaign_validate(spec_path: Path = typer.Argument(..., help="Campaign YAML 
     except SpecError as exc:
         _fail(str(exc))
     problems = _agent_problems(spec)
+    try:
+        from orchestrator.db_checks import DatabaseCheckError, check_database_url
+
+        check_database_url(spec.storage.database)
+    except DatabaseCheckError as exc:
+        problems.append(f"storage.database: {exc}")
     if problems:
         _fail(f"{spec_path}: invalid source parameters:\n" + "\n".join(f"  - {p}" for p in problems))
     console.print(f"[green]ok[/]: campaign '{spec.name}' with {len(spec.sources)} source(s)")
@@ -140,8 +148,15 @@ def campaign_run(
 
 def _with_storage(spec: Any, db: Optional[str], blobs: Optional[str]) -> Any:
     """The spec with its storage taken from the command line, when given there."""
+    from orchestrator.db_checks import DatabaseCheckError, check_database_url
+
     update = {k: v for k, v in (("database", db), ("blobs", blobs)) if v}
-    return spec.model_copy(update={"storage": spec.storage.model_copy(update=update)}) if update else spec
+    spec = spec.model_copy(update={"storage": spec.storage.model_copy(update=update)}) if update else spec
+    try:
+        check_database_url(spec.storage.database)
+    except DatabaseCheckError as exc:
+        _fail(f"storage.database: {exc}")
+    return spec
 
 
 @campaign_app.command("resume")
@@ -307,10 +322,21 @@ def evidence_export(
     from storage.blobs import BlobStoreError, open_blobs
     from storage.packet import PacketError, export_packet
 
+    from orchestrator.cli_guards import check_ids, prepare_output_folder
+    from storage.models import Evidence
+
     try:
-        folder = export_packet(_open_store(db), open_blobs(_blobs(blobs)), evidence_id, out, actor=actor)
+        check_ids([evidence_id])
+        store = _open_store(db)
+        with store.session() as s:
+            known = s.get(Evidence, evidence_id) is not None
+        if known:  # no empty folder left behind for an unknown id
+            prepare_output_folder(out)  # a file, a path under a file, /proc/x: an error, not a traceback
+        folder = export_packet(store, open_blobs(_blobs(blobs)), evidence_id, out, actor=actor)
     except (PacketError, KeyError, BlobStoreError, ValueError) as exc:
         _fail(str(exc), code=1)
+    except OSError as exc:
+        _fail(f"cannot write the packet to {out}: {exc.strerror or exc}", code=1)
     console.print(f"takedown packet written to {folder}")
 
 
@@ -391,7 +417,7 @@ def bank_import(
     from storage.bank import KnownFakesBank
 
     try:
-        result = KnownFakesBank(_open_store(db)).import_hash_list(path, case_id=case, signal=signal)
+        result = KnownFakesBank(_open_store(db, new_ok=True)).import_hash_list(path, case_id=case, signal=signal)
     except FileNotFoundError:
         _fail(f"{path}: no such file")
     except ValueError as exc:

@@ -307,12 +307,22 @@ def takedown_build(
     from evidence.takedown import TakedownError, build_takedown
     from storage.blobs import open_blobs
 
+    from orchestrator.cli_guards import ArgumentCheckError, check_ids, prepare_output_folder
+
+    try:
+        check_ids(list(evidence_ids))
+        if out.exists() and not out.is_dir() or any(p.exists() and not p.is_dir() for p in out.parents):
+            prepare_output_folder(out)  # says which part is a file
+    except ArgumentCheckError as exc:
+        _fail(str(exc), code=1)
     store = _open_store(db)
     try:
         request = build_takedown(store, open_blobs(_blobs(blobs)), list(evidence_ids), platform, out,
                                  _takedown_config(config), _signer(), actor=actor, allow_unreviewed=allow_unreviewed)
     except TakedownError as exc:
         _fail(str(exc), code=1)
+    except OSError as exc:  # /proc/x and the like: the folder cannot be made
+        _fail(f"cannot write the packet to {out}: {exc.strerror or exc}", code=1)
     console.print(f"takedown request {request.id} ({request.status}) for {platform}: {request.packet_path}\n"
                   f"manifest sha256 {request.packet_sha256}", highlight=False)
 

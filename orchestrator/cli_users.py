@@ -63,7 +63,7 @@ def user_add(name: str = typer.Argument(..., help="Username: letters, digits, . 
     from console.audit import audit
     from console.auth import ROLES, AuthError, create_user, get_user, normalise_username
 
-    store = _open_store(db)
+    store = _open_store(db, new_ok=True)
     try:
         # Check what can be checked before asking for a password.
         if get_user(store, normalise_username(name)) is not None:
@@ -97,6 +97,58 @@ def user_passwd(name: str = typer.Argument(...), password_stdin: bool = Password
     finally:
         store.close()
     console.print(f"password of {escape(user.username)} changed; their sessions were ended", highlight=False)
+
+
+@user_app.command("unlock")
+def user_unlock(name: str = typer.Argument(...), db: Optional[str] = DbOpt) -> None:
+    """Clear the login backoff on an account, from every address (after a guessing attack)."""
+    from console.audit import audit
+    from console.auth import AuthError, get_user
+    from console.throttle import unlock
+
+    store = _open_store(db)
+    try:
+        user = get_user(store, name)
+        if user is None:
+            raise AuthError(f"no user named {name!r}")
+        cleared = unlock(store, user.username)
+        audit(store, _operator(), "user_unlock", f"user:{user.username}", {"cleared": cleared})
+    except AuthError as exc:
+        _fail(str(exc))
+    finally:
+        store.close()
+    console.print(f"{escape(user.username)}: {cleared} login backoff(s) cleared", highlight=False)
+
+
+@user_app.command("grant")
+def user_grant(name: str = typer.Argument(...), campaign: str = typer.Argument(..., help="Campaign name"),
+               db: Optional[str] = DbOpt) -> None:
+    """Let a user see a campaign. Once any user is granted one, non-admins see only their campaigns."""
+    _membership(name, campaign, db, add=True)
+
+
+@user_app.command("ungrant")
+def user_ungrant(name: str = typer.Argument(...), campaign: str = typer.Argument(..., help="Campaign name"),
+                 db: Optional[str] = DbOpt) -> None:
+    """Stop a user seeing a campaign in the console."""
+    _membership(name, campaign, db, add=False)
+
+
+def _membership(name: str, campaign: str, db: Optional[str], *, add: bool) -> None:
+    from console.audit import audit
+    from console.auth import AuthError
+    from console.scope import grant, revoke
+
+    store = _open_store(db)
+    try:
+        changed = (grant if add else revoke)(store, name, campaign)
+        audit(store, _operator(), "user_grant" if add else "user_ungrant", f"user:{name}", {"campaign": campaign})
+    except AuthError as exc:
+        _fail(str(exc))
+    finally:
+        store.close()
+    verb = ("now sees" if changed else "already saw") if add else ("no longer sees" if changed else "did not see")
+    console.print(f"{escape(name)} {verb} campaign {escape(campaign)}", highlight=False)
 
 
 @user_app.command("revoke")

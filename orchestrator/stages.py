@@ -218,7 +218,9 @@ class CaptureStage:
         from agents.browser import BrowserAgent
 
         self.blobs = open_blobs(blobs_root)
-        self.browser = BrowserAgent("", self.blobs, nav_timeout_s=nav_timeout_s)
+        # The browser refuses what the fetcher refuses (issue 16): same allow_networks.
+        self.allow_networks = tuple((policy or FetchPolicySpec()).allow_networks)
+        self.browser = BrowserAgent("", self.blobs, nav_timeout_s=nav_timeout_s, allow_networks=self.allow_networks)
         self.fetcher = (policy or FetchPolicySpec()).build() if archive else None
         self.operator = operator
         self.key_dir = key_dir
@@ -228,13 +230,24 @@ class CaptureStage:
         from agents.errors import SourceError
 
         out: list[Any] = []
+        from agents.post_urls import post_url_refusal
+
         for url, media_urls in posts:
+            refusal = post_url_refusal(url, self.allow_networks)  # every agent's post URLs (issue 16)
+            if refusal:
+                out.append(Drop("capture", "blocked post url", url, refusal))
+                continue
             try:
                 shot = self.browser.capture(url)
             except SourceError as exc:
                 out.append(Drop("capture", "capture failed", url, str(exc)))
                 continue
-            out.append((shot, self._archive(url, media_urls, shot) if self.fetcher else None))
+            archived = self._archive(url, media_urls, shot) if self.fetcher else None
+            if isinstance(archived, Drop) and "blocked address" in archived.reason:
+                # The guarded archive step refused the page: keep nothing the browser saw of it.
+                out.append(archived)
+                continue
+            out.append((shot, archived))
         return out
 
     def _archive(self, url: str, media_urls: list[str], shot: Any) -> Any:

@@ -41,6 +41,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection, Engine
 
 from storage import migrate
+from storage.archive_limits import check_archive
 from storage.blobs import BlobStore
 from storage.db import Store, StorageError, as_utc, make_engine
 
@@ -233,6 +234,7 @@ def restore(backup_path: str | os.PathLike[str], db_url: str, blobs_root: str | 
     path = Path(backup_path).expanduser()
     if not path.is_file():
         raise BackupError(f"backup {path} does not exist")
+    check_archive(path, blobs_root=blobs_root)  # headers only: traversal, links, bombs (issue 16)
     info = verify_backup(path)
     revision = info["revision"]
     if revision not in migrate.known_revisions():
@@ -371,7 +373,7 @@ def _load_rows(conn: Connection, archive: Path, expected: dict[str, int]) -> dic
                 continue
             fh = tar.extractfile(f"db/{table.name}.jsonl")
             assert fh is not None
-            rows = (_decode_row(table, json.loads(line)) for line in io.TextIOWrapper(fh, encoding="utf-8") if line.strip())
+            rows = (_decode_row(table, json.loads(line)) for line in _bounded_lines(fh, table.name) if line.strip())
             if _self_references(table):
                 rows = iter(_parents_first(table, list(rows)))
             _prefer_sql_null(table)
@@ -383,6 +385,16 @@ def _load_rows(conn: Connection, archive: Path, expected: dict[str, int]) -> dic
                 raise BackupError(f"db/{table.name}.jsonl holds {count} rows, backup.json says {expected[table.name]}")
             loaded[table.name] = count
     return loaded
+
+
+def _bounded_lines(fh: IO[bytes], name: str) -> Iterator[str]:
+    """The lines of a table file, refusing one longer than any row (a line-sized memory bomb)."""
+    from storage.archive_limits import MAX_LINE_BYTES
+
+    while line := fh.readline(MAX_LINE_BYTES + 1):
+        if len(line) > MAX_LINE_BYTES:
+            raise BackupError(f"db/{name}.jsonl has a line over {MAX_LINE_BYTES:,} bytes; no row is that long")
+        yield line.decode("utf-8")
 
 
 def _decode_row(table: sa.Table, row: dict[str, Any]) -> dict[str, Any]:

@@ -264,16 +264,16 @@ def _as_match(row: BankEntry, distance: int) -> BankMatch:
 
 
 def _check_case(case_id: str) -> None:
-    if not isinstance(case_id, str) or not case_id.strip():
-        raise ValueError(f"a bank entry needs a case id, got {case_id!r}")
+    from storage.hash_list_limits import check_case_id
+
+    check_case_id(case_id)  # non-empty, printable, bounded
 
 
 def _read_hash_list(path: Path, signal: str) -> list[str]:
     """Every hash in a list file, validated before anything is written."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not a UTF-8 text hash list ({exc})") from None
+    from storage.hash_list_limits import MAX_LIST_HASHES, degenerate, read_list_text
+
+    text = read_list_text(path)  # regular file, size cap, UTF-8, no NUL (issue 16)
     hashes = []
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -283,9 +283,15 @@ def _read_hash_list(path: Path, signal: str) -> list[str]:
         if comma and not (quality.strip().isdigit() and 0 <= int(quality.strip()) <= 100):
             raise ValueError(f"{path}, line {number}: quality after the comma must be 0-100: {raw!r}")
         try:
-            hashes.append(normalise_hash(signal, value))
+            value = normalise_hash(signal, value)
         except ValueError as exc:
             raise ValueError(f"{path}, line {number}: {exc}") from None
+        problem = degenerate(signal, value)
+        if problem:
+            raise ValueError(f"{path}, line {number}: {problem}")
+        hashes.append(value)
+        if len(hashes) > MAX_LIST_HASHES:
+            raise ValueError(f"{path}: more than {MAX_LIST_HASHES:,} hashes; split the list")
     return hashes
 
 

@@ -319,3 +319,22 @@ class AuditEvent(SQLModel, table=True):
     target: str = ""  # what it was about: "evidence:12", "/gallery", "user:kim"
     details: dict = Field(default_factory=dict, sa_column=Column(JSON))
     ip: str = ""
+
+
+class LoginThrottle(SQLModel, table=True):
+    """Login attempts per (account, client address) and per address (console.throttle, issue 16).
+    Times are epoch seconds so the backoff is one atomic UPDATE on every backend."""
+
+    key: str = Field(primary_key=True, max_length=400)  # "pair:<account>|<ip>" or "ip:<ip>"
+    account: str = Field(default="", index=True, max_length=200)  # NFC username; "" for address rows
+    attempts: int = 0
+    next_allowed: float = 0.0
+    last_at: float = 0.0
+
+
+class CampaignMember(SQLModel, table=True):
+    """Who may see a campaign in the console (console.scope). Once any row exists, users other than
+    admins see only the campaigns they are members of; with no rows, everyone sees everything."""
+
+    user_id: int = Field(foreign_key="user.id", primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", primary_key=True, index=True)

@@ -101,6 +101,8 @@ def _fill(store: Store, blobs: BlobStore) -> None:
         s.add(m.ApiToken(user_id=user.id, name="파트너", token_sha256="a" * 64))
         s.add(m.WebSession(session_sha256="b" * 64, user_id=user.id, csrf_token="c" * 43, expires_at=T0 + timedelta(hours=8)))
         s.add(m.AuditEvent(username="조사관", action="review", target=f"evidence:{eid}", details={"결정": "confirmed"}, ip="127.0.0.1"))
+        s.add(m.LoginThrottle(key="pair:조사관|127.0.0.1", account="조사관", attempts=2, next_allowed=0.0, last_at=1.0))
+        s.add(m.CampaignMember(user_id=user.id, campaign_id=cid))
         s.commit()
 
 

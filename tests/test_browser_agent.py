@@ -18,6 +18,7 @@ from tests.fakeplatform import FakePlatform
 
 CHROMIUM = "/usr/bin/chromium"
 VIEWPORT = (1024, 700)
+LOOPBACK = ("127.0.0.0/8",)  # the browser guard refuses loopback unless allowed (issue 16)
 
 if not os.path.exists(CHROMIUM):
     if os.environ.get("CI"):
@@ -40,7 +41,7 @@ def blobs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def agent(platform, blobs):
-    with BrowserAgent(platform.base_url, blobs, viewport=VIEWPORT, render_timeout_s=5) as a:
+    with BrowserAgent(platform.base_url, blobs, viewport=VIEWPORT, render_timeout_s=5, allow_networks=LOOPBACK) as a:
         yield a
 
 
@@ -79,14 +80,14 @@ def test_scrolls_the_whole_feed_and_reads_every_post(platform, blobs, agent):
 
 
 def test_tag_page_with_template(platform, blobs):
-    with BrowserAgent(platform.base_url, blobs, path_template="/tag/{bare}", render_timeout_s=5) as a:
+    with BrowserAgent(platform.base_url, blobs, path_template="/tag/{bare}", render_timeout_s=5, allow_networks=LOOPBACK) as a:
         assert a.url_for("#선거2026").endswith("/tag/%EC%84%A0%EA%B1%B02026")
         page = a.fetch_page("#선거2026", None)
     assert {p.post_id for p in page.posts} == {r[0] for r in platform.search("#선거2026")}
 
 
 def test_post_limit_stops_early_and_says_so(platform, blobs):
-    with BrowserAgent(platform.base_url, blobs, max_posts=3, render_timeout_s=5) as a:
+    with BrowserAgent(platform.base_url, blobs, max_posts=3, render_timeout_s=5, allow_networks=LOOPBACK) as a:
         page = a.fetch_page("선거", None)
         assert len(page.posts) == 3
         assert [d.reason for d in a.stats.drops] == ["post limit"]
@@ -130,15 +131,15 @@ def test_navigation_failure_raises_source_error(blobs):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with BrowserAgent(f"http://127.0.0.1:{port}", blobs, nav_timeout_s=10) as a:
+    with BrowserAgent(f"http://127.0.0.1:{port}", blobs, nav_timeout_s=10, allow_networks=LOOPBACK) as a:
         with pytest.raises(SourceError) as err:
             a.fetch_page("선거", None)
     assert err.value.reason == "navigation failed"
-    assert "ERR_CONNECTION_REFUSED" in err.value.detail
+    assert "Connection refused" in err.value.detail  # told by the guard proxy, which made the connection
 
 
 def test_http_error_page_raises_source_error(platform, blobs):
-    broken = BrowserAgent(platform.base_url, blobs, path_template="/nowhere/{term}")
+    broken = BrowserAgent(platform.base_url, blobs, path_template="/nowhere/{term}", allow_networks=LOOPBACK)
     with broken:
         with pytest.raises(SourceError) as err:
             broken.fetch_page("x", None)
@@ -147,17 +148,17 @@ def test_http_error_page_raises_source_error(platform, blobs):
 
 def test_bad_settings_are_refused(platform, blobs):
     with pytest.raises(ValueError, match="placeholders: query"):
-        BrowserAgent(platform.base_url, blobs, path_template="/search?q={query}")
+        BrowserAgent(platform.base_url, blobs, path_template="/search?q={query}", allow_networks=LOOPBACK)
     with pytest.raises(ValueError, match="max_posts"):
-        BrowserAgent(platform.base_url, blobs, max_posts=0)
+        BrowserAgent(platform.base_url, blobs, max_posts=0, allow_networks=LOOPBACK)
     with pytest.raises(ValueError, match="takes no cursor"):
-        BrowserAgent(platform.base_url, blobs).fetch_page("x", "c1")
+        BrowserAgent(platform.base_url, blobs, allow_networks=LOOPBACK).fetch_page("x", "c1")
 
 
 def test_against_the_real_demo_platform(blobs, demo_platform_small):
     base, world = demo_platform_small
     term = world.search_terms[0]
-    with BrowserAgent(base, blobs, render_timeout_s=5) as a:
+    with BrowserAgent(base, blobs, render_timeout_s=5, allow_networks=LOOPBACK) as a:
         page = a.fetch_page(term, None)
         assert page.posts, f"nothing rendered for {term!r}"
         assert len({p.post_id for p in page.posts}) == len(page.posts)
