@@ -67,13 +67,14 @@ def test_export_paths_and_huge_ids_are_errors_not_tracebacks(env):
     a_file = tmp / "exists.txt"
     a_file.write_text("x")
     for out in (a_file, a_file / "sub", "/proc/x"):
-        for args in (["evidence", "export", str(ev), str(out)],
-                     ["takedown", "build", str(ev), "--platform", "demo", "--out", str(out)]):
+        for args in (["evidence", "export", str(ev), str(out), "--actor", "auditor"],
+                     ["takedown", "build", str(ev), "--platform", "demo", "--out", str(out), "--actor", "auditor",
+                      "--allow-unreviewed"]):
             result = cli(*args)
             assert result.exit_code == 1 and "error" in result.output, (args, result.output)
             assert result.exception is None or isinstance(result.exception, SystemExit), (args, result.exception)
-    for args in (["evidence", "export", HUGE, str(tmp / "new")],
-                 ["takedown", "build", HUGE, "--platform", "demo", "--out", str(tmp / "new2")]):
+    for args in (["evidence", "export", HUGE, str(tmp / "new"), "--actor", "auditor"],
+                 ["takedown", "build", HUGE, "--platform", "demo", "--out", str(tmp / "new2"), "--actor", "auditor"]):
         result = cli(*args)
         assert result.exit_code == 1 and "not a valid evidence id" in result.output, result.output
         assert isinstance(result.exception, SystemExit)
