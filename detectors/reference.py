@@ -43,6 +43,7 @@ NOISE_K = 8.0  # threshold = median + NOISE_K * MAD of the difference, if above 
 MIN_REGION_SHARE = 0.0025  # changed region at least this share of the compared area
 MAX_LOCAL_SHARE = 0.5  # a "change" over more than this share is misalignment, not an edit
 EDGE_MARGIN_SHARE = 0.03  # a region within this of the frame edge may be an overlay
+LOGO_MAX_SHARE = 0.03  # ... when it is this small (a logo, a watermark); caption bands are wide strips
 
 
 class ReferenceCompareError(ValueError):
@@ -57,7 +58,7 @@ class Region:
     h: int
     mean_diff: float
     face: bool
-    overlay: bool  # touches the frame edge and holds no face: a caption band, a logo...
+    overlay: bool  # a caption band or a small mark at the edge (a logo), with no face in it
 
     def box(self) -> str:
         return f"{self.x},{self.y},{self.w},{self.h}"
@@ -249,7 +250,7 @@ def _regions(diff: np.ndarray, mask: np.ndarray, threshold: float, work_scale: f
         # Caption bands are wide strips near the top or bottom, even when not flush with the edge.
         band = bw >= 0.25 * (right - left) and (y + bh - 1 <= top + 0.25 * (bottom - top)
                                                 or y >= bottom - 0.25 * (bottom - top))
-        out.append(Region(*box, mean_diff=float(diff[labels == i].mean()), face=face, overlay=bool((at_edge or band) and not face)))
+        out.append(Region(*box, mean_diff=float(diff[labels == i].mean()), face=face, overlay=bool((band or (at_edge and px < LOGO_MAX_SHARE * area)) and not face)))
     out.sort(key=lambda r: (not r.face, -r.w * r.h))
     return out
 
