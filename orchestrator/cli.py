@@ -438,6 +438,7 @@ def demo_serve(
 # their own modules.
 from orchestrator import cli_console, cli_db, cli_evidence, cli_rescan, cli_users  # noqa: E402,F401  (register their commands on `app`)
 from orchestrator import cli_detectors  # noqa: E402,F401  (registers `detectors` commands on `detectors_app`)
+from orchestrator import cli_reference  # noqa: E402,F401  (registers `reference` commands on `app`)
 
 
 def main() -> None:
