@@ -40,7 +40,7 @@ MIN_INLIER_SHARE = 0.25
 BLUR_SIGMA = 1.2  # in working pixels: what JPEG q70 and a resize leave is well under it
 ABS_FLOOR = 28.0  # per-pixel colour distance (0-255 scale) that re-encoding never reaches once blurred
 NOISE_K = 8.0  # threshold = median + NOISE_K * MAD of the difference, if above ABS_FLOOR
-MIN_REGION_SHARE = 0.0025  # changed region at least this share of the compared area
+MIN_REGION_SHARE = 0.001  # changed region at least this share of the compared area (a mouth in a wide shot)
 MAX_LOCAL_SHARE = 0.5  # a "change" over more than this share is misalignment, not an edit
 EDGE_MARGIN_SHARE = 0.03  # a region within this of the frame edge may be an overlay
 LOGO_MAX_SHARE = 0.03  # ... when it is this small (a logo, a watermark); caption bands are wide strips

@@ -24,6 +24,7 @@ MAX_FRAMES = 80
 MIN_ALTERED_FRAMES = 3  # the shortest stretch that counts as an alteration
 MIN_ALTERED_SHARE = 0.15  # ... and this share of the aligned frames
 VOTE_BIN_S = 0.25
+MAX_SEARCH_S = 30.0  # widest span of time offsets searched frame by frame
 
 
 @dataclass
@@ -56,24 +57,29 @@ def item_frames(data: bytes) -> list[tuple[float, np.ndarray]]:
 
 
 def vote_offset(item_hashes: list[tuple[float, str]], ref_hashes: list[tuple[float, str]],
-                max_distance: int) -> tuple[float, int] | None:
-    """(offset, supporting item frames) of the time shift most frame matches agree on, or None."""
+                max_distance: int) -> tuple[float, float, int] | None:
+    """(lowest, highest offset, supporting item frames) of the time shifts that most frame
+    matches agree on, or None. A static shot (a speaker at a lectern) matches everywhere, so
+    every shift that nearly ties with the best is kept: pixels decide between them later."""
     from storage.references import _bits, _distances
 
     if not item_hashes or not ref_hashes:
         return None
     dist = _distances(_bits([h for _, h in item_hashes]), _bits([h for _, h in ref_hashes]))
-    votes: Counter[int] = Counter()
     voters: dict[int, set[int]] = {}
     for i, j in zip(*np.nonzero(dist <= max_distance)):
         b = round((ref_hashes[j][0] - item_hashes[i][0]) / VOTE_BIN_S)
         for nb in (b - 1, b, b + 1):  # a frame between two bins supports both
             voters.setdefault(nb, set()).add(int(i))
-        votes[b] += 1
-    if not votes:
+    if not voters:
         return None
-    best = max(voters, key=lambda b: (len(voters[b]), votes.get(b, 0)))
-    return best * VOTE_BIN_S, len(voters[best])
+    support = max(len(v) for v in voters.values())
+    near_best = [b for b, v in voters.items() if len(v) >= 0.8 * support]
+    best = max(voters, key=lambda b: len(voters[b]))
+    lo, hi = min(near_best), max(near_best)
+    # Keep the searched span bounded around the best bin (decoding it is the cost).
+    lo, hi = max(lo, best - round(MAX_SEARCH_S / 2 / VOTE_BIN_S)), min(hi, best + round(MAX_SEARCH_S / 2 / VOTE_BIN_S))
+    return lo * VOTE_BIN_S, hi * VOTE_BIN_S, support
 
 
 def _decode_window(data: bytes, start: float, end: float) -> list[tuple[float, np.ndarray]]:
@@ -93,30 +99,49 @@ def _decode_window(data: bytes, start: float, end: float) -> list[tuple[float, n
     return out
 
 
-def _thumb_error(copy: np.ndarray, original: np.ndarray, matrix: np.ndarray) -> float:
-    """Median absolute grey difference after warping: how well two frames match in time."""
+THUMB_SIDE = 192
+TIME_PERCENTILE = 99.5
+
+
+def _thumb_size(shape: tuple[int, ...]) -> tuple[int, int]:
+    s = THUMB_SIDE / max(shape[:2])
+    return max(8, round(shape[1] * s)), max(8, round(shape[0] * s))
+
+
+def _thumb(original: np.ndarray) -> np.ndarray:
     import cv2
 
-    side = 96
-    s = side / max(original.shape[:2])
-    size = (max(8, round(original.shape[1] * s)), max(8, round(original.shape[0] * s)))
+    grey = cv2.cvtColor(original, cv2.COLOR_RGB2GRAY)
+    return cv2.resize(grey, _thumb_size(original.shape), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def _warped_thumb(copy: np.ndarray, matrix: np.ndarray, ref_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The copy frame warped onto a reference thumbnail, and the mask of pixels it covers."""
+    import cv2
+
+    size = _thumb_size(ref_shape)
+    s = size[0] / ref_shape[1]
     m = np.array([[s, 0, 0], [0, s, 0]]) @ np.vstack([matrix, [0, 0, 1]])
-    warped = cv2.warpAffine(cv2.cvtColor(copy, cv2.COLOR_RGB2GRAY), m, size)
-    cover = cv2.warpAffine(np.full(copy.shape[:2], 255, np.uint8), m, size) > 0
-    small = cv2.resize(cv2.cvtColor(original, cv2.COLOR_RGB2GRAY), size, interpolation=cv2.INTER_AREA)
-    if cover.sum() < 10:
-        return float("inf")
-    return float(np.median(np.abs(warped.astype(np.float32) - small.astype(np.float32))[cover]))
+    grey = cv2.cvtColor(copy, cv2.COLOR_RGB2GRAY)
+    pre = min(1.0, 2.0 * s / max(1e-6, float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))))
+    if pre < 1.0:  # shrink first so the warp does not alias
+        grey = cv2.resize(grey, None, fx=pre, fy=pre, interpolation=cv2.INTER_AREA)
+        m = m @ np.array([[1 / pre, 0, 0], [0, 1 / pre, 0], [0, 0, 1]])
+    warped = cv2.warpAffine(grey, m, size, flags=cv2.INTER_AREA).astype(np.float32)
+    cover = cv2.erode(cv2.warpAffine(np.full(grey.shape, 255, np.uint8), m, size), np.ones((3, 3), np.uint8)) > 0
+    return warped, cover
 
 
-def compare_video(item: list[tuple[float, np.ndarray]], ref_data: bytes, offset_s: float) -> VideoComparison:
-    """Compare sampled item frames with the reference video at a coarse offset.
+def compare_video(item: list[tuple[float, np.ndarray]], ref_data: bytes, offsets: tuple[float, float]) -> VideoComparison:
+    """Compare sampled item frames with the reference video at the best offset in `offsets` (lo, hi).
 
     Raises ReferenceCompareError when no frame pair can be aligned in space."""
     if not item:
         raise ReferenceCompareError("the item has no frames to compare")
     span = item[-1][0]
-    window = _decode_window(ref_data, offset_s - 1.0, offset_s + span + 1.0)
+    lo, hi = offsets[0] - 0.5, offsets[1] + 0.5
+    offset_s = (offsets[0] + offsets[1]) / 2
+    window = _decode_window(ref_data, lo, hi + span)
     if not window:
         raise ReferenceCompareError(f"the reference has no frames near {offset_s:.1f} s")
     ref_times = np.array([t for t, _ in window])
@@ -124,42 +149,76 @@ def compare_video(item: list[tuple[float, np.ndarray]], ref_data: bytes, offset_
     def nearest(t: float) -> int:
         return int(np.argmin(np.abs(ref_times - t)))
 
-    # Space: the first well-aligned pair, trying frames from the middle outwards.
-    order = sorted(range(len(item)), key=lambda i: abs(i - len(item) // 2))
-    matrix = None
-    for i in order[:8]:
-        t, frame = item[i]
-        try:
-            matrix = _matrix_of(frame, window[nearest(t + offset_s)][1])
+    # Space and time depend on each other when the camera moves (a pan shifts the picture the
+    # way a time shift does), so they are estimated in turn: space at the voted time, time under
+    # that space, space again at the found time, time again near it.
+    ref_thumbs = [_thumb(f) for _, f in window]
+    item_t = np.array([t for t, _ in item])
+    matrix = _space(item, window, nearest, offset_s)
+    refined = _time(item, item_t, window, ref_times, ref_thumbs, matrix, lo, hi)
+    for _ in range(2):
+        matrix = _space(item, window, nearest, refined)
+        again = _time(item, item_t, window, ref_times, ref_thumbs, matrix, refined - 0.5, refined + 0.5)
+        if abs(again - refined) < 1e-6:
             break
-        except ReferenceCompareError:
-            continue
-    if matrix is None:
-        raise ReferenceCompareError("no frame of the item aligns with the reference around the matched time")
-    # Time: per item frame, the best-matching reference frame within 0.6 s of the voted time.
-    picks = []
-    for t, frame in item:
-        near = np.flatnonzero(np.abs(ref_times - (t + offset_s)) <= 0.6)
-        if near.size == 0:
-            continue
-        errs = [_thumb_error(frame, window[j][1], matrix) for j in near]
-        picks.append((t, int(near[int(np.argmin(errs))]), min(errs)))
-    if not picks:
-        raise ReferenceCompareError("the item's frames fall outside the reference")
-    refined = float(np.median([ref_times[j] - t for t, j, _ in picks]))
+        refined = again
     results: list[tuple[float, float, Comparison]] = []
     faces_cache: dict[int, list] = {}
-    for (t, frame), pick in zip(item, picks):
-        # The best frame within one frame interval of the refined time.
-        near = np.flatnonzero(np.abs(ref_times - (t + refined)) <= 1.6 * _frame_interval(ref_times))
-        j = pick[1] if near.size == 0 else int(near[int(np.argmin([_thumb_error(frame, window[k][1], matrix) for k in near]))])
+    for t, frame in item:
+        j = nearest(t + refined)
+        if abs(ref_times[j] - (t + refined)) > _frame_interval(ref_times):
+            continue
         if j not in faces_cache:
             faces_cache[j] = find_faces(window[j][1])
         try:
-            results.append((t, float(ref_times[j]), compare(frame, window[j][1], faces=faces_cache[j], matrix=matrix)))
+            # Each pair aligned on its own where it can be (the camera may move differently from
+            # the global estimate), else with the clip's transform.
+            try:
+                local = _matrix_of(frame, window[j][1])
+            except ReferenceCompareError:
+                local = matrix
+            results.append((t, float(ref_times[j]), compare(frame, window[j][1], faces=faces_cache[j], matrix=local)))
         except ReferenceCompareError:
             continue
     return _summarise(results, refined, window)
+
+
+def _space(item, window, nearest, offset_s: float) -> np.ndarray:
+    """The copy -> original transform from the first pair that aligns, middle frames first."""
+    order = sorted(range(len(item)), key=lambda i: abs(i - len(item) // 2))
+    for i in order[:8]:
+        t, frame = item[i]
+        try:
+            return _matrix_of(frame, window[nearest(t + offset_s)][1])
+        except ReferenceCompareError:
+            continue
+    raise ReferenceCompareError("no frame of the item aligns with the reference around the matched time")
+
+
+def _time(item, item_t, window, ref_times, ref_thumbs, matrix, lo: float, hi: float) -> float:
+    """The one offset in [lo, hi] under which the item's frames differ least from the reference
+    frames they land on, measured by a high percentile of each frame's difference: a moving
+    camera is compensated by the spatial transform, sensor noise is diffuse, and what is left
+    is what moves on its own (a mouth, hands), which is what fixes the time. The better 60% of frames decide: an altered stretch cannot pull it,
+    while a talking mouth pins it to the frame. Candidates: the reference's frame times."""
+    item_thumbs = [_warped_thumb(frame, matrix, window[0][1].shape) for _, frame in item]
+    interval = _frame_interval(ref_times)
+    best: tuple[float, float] | None = None
+    for cand in sorted({round(float(rt - item_t[0]), 3) for rt in ref_times}):
+        if not lo <= cand <= hi:
+            continue
+        idx = np.clip(np.searchsorted(ref_times, item_t + cand), 1, len(ref_times) - 1)
+        idx = np.where(np.abs(ref_times[idx - 1] - (item_t + cand)) < np.abs(ref_times[idx] - (item_t + cand)), idx - 1, idx)
+        errs = [float(np.percentile(np.abs(thumb - ref_thumbs[j])[cover], TIME_PERCENTILE))
+                for t, j, (thumb, cover) in zip(item_t, idx, item_thumbs)
+                if abs(ref_times[j] - (t + cand)) <= 0.6 * interval + 0.02]
+        if len(errs) >= max(2, len(item) // 2):
+            score = float(np.mean(sorted(errs)[: max(1, int(0.6 * len(errs)))]))
+            if best is None or score < best[1]:
+                best = (cand, score)
+    if best is None:
+        raise ReferenceCompareError("the item's frames fall outside the reference")
+    return best[0]
 
 
 def _frame_interval(times: np.ndarray) -> float:

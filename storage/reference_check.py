@@ -126,10 +126,10 @@ class ReferenceChecker:
             if ref.kind != "video":
                 continue
             voted = vote_offset(hashes, self.library.frame_hashes(ref.id), FRAME_DISTANCE)
-            if voted is None or voted[1] < max(2, MIN_VIDEO_SUPPORT_SHARE * len(hashes)):
+            if voted is None or voted[2] < max(2, MIN_VIDEO_SUPPORT_SHARE * len(hashes)):
                 continue
             try:
-                vc = compare_video(frames, self.library.blobs.get(ref.sha256), voted[0])
+                vc = compare_video(frames, self.library.blobs.get(ref.sha256), (voted[0], voted[1]))
             except ReferenceCompareError:
                 continue
             details = {**_ref_details(ref, cand.distance), "altered": vc.altered, "offset_s": vc.offset_s,

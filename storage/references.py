@@ -41,6 +41,7 @@ CANDIDATE_DISTANCE = 90
 FRAME_DISTANCE = 40
 VIDEO_STEP_S = 0.5  # reference videos are hashed every half second
 MAX_CANDIDATES = 5
+CROP_KEEPS = (0.85, 0.7)  # central crops of photo originals also hashed
 SUPPORTED_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff",
                       ".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v"}
 
@@ -79,7 +80,7 @@ class ReferenceHash(SQLModel, table=True):
     __tablename__ = "reference_hash"
     id: Optional[int] = Field(default=None, primary_key=True)
     reference_id: int = Field(foreign_key="reference.id", index=True)
-    region: str  # frame | content
+    region: str  # frame | content | crop85 | crop70
     t_s: float = 0.0  # frame time for videos; 0 for photos
     pdq: str
     quality: int
@@ -263,6 +264,13 @@ def _hashes_for(data: bytes, kind: str) -> tuple[list[tuple[str, float, str, int
     if box is not None:
         region_pdq, region_q = pdq_from_image(img.crop(box))
         rows.append(("content", 0.0, region_pdq, region_q))
+    # Re-posts are often cropped tighter than PDQ tolerates: central crops of the original meet
+    # them half-way (the alignment then finds the actual crop).
+    w, h = img.size
+    for keep in CROP_KEEPS:
+        dx, dy = round(w * (1 - keep) / 2), round(h * (1 - keep) / 2)
+        crop_pdq, crop_q = pdq_from_image(img.crop((dx, dy, w - dx, h - dy)))
+        rows.append((f"crop{round(keep * 100)}", 0.0, crop_pdq, crop_q))
     return rows, img.size, None
 
 
