@@ -100,7 +100,8 @@ def _decode_window(data: bytes, start: float, end: float) -> list[tuple[float, n
 
 
 THUMB_SIDE = 192
-TIME_PERCENTILE = 99.5
+TIME_PERCENTILE = 99.0
+TIME_TRIM = 0.5  # share of frames (the best-matching) that score a time offset
 
 
 def _thumb_size(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -112,7 +113,14 @@ def _thumb(original: np.ndarray) -> np.ndarray:
     import cv2
 
     grey = cv2.cvtColor(original, cv2.COLOR_RGB2GRAY)
-    return cv2.resize(grey, _thumb_size(original.shape), interpolation=cv2.INTER_AREA).astype(np.float32)
+    return _blur(cv2.resize(grey, _thumb_size(original.shape), interpolation=cv2.INTER_AREA).astype(np.float32))
+
+
+def _blur(thumb: np.ndarray) -> np.ndarray:
+    """Blurred so a sub-pixel registration error does not outweigh a mouth that moved."""
+    import cv2
+
+    return cv2.GaussianBlur(thumb, (0, 0), 1.5)
 
 
 def _warped_thumb(copy: np.ndarray, matrix: np.ndarray, ref_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -199,9 +207,9 @@ def _time(item, item_t, window, ref_times, ref_thumbs, matrix, lo: float, hi: fl
     """The one offset in [lo, hi] under which the item's frames differ least from the reference
     frames they land on, measured by a high percentile of each frame's difference: a moving
     camera is compensated by the spatial transform, sensor noise is diffuse, and what is left
-    is what moves on its own (a mouth, hands), which is what fixes the time. The better 60% of frames decide: an altered stretch cannot pull it,
+    is what moves on its own (a mouth, hands), which is what fixes the time. The better half of the frames decide: an altered stretch cannot pull it,
     while a talking mouth pins it to the frame. Candidates: the reference's frame times."""
-    item_thumbs = [_warped_thumb(frame, matrix, window[0][1].shape) for _, frame in item]
+    item_thumbs = [(_blur(a), c) for a, c in (_warped_thumb(f, matrix, window[0][1].shape) for _, f in item)]
     interval = _frame_interval(ref_times)
     best: tuple[float, float] | None = None
     for cand in sorted({round(float(rt - item_t[0]), 3) for rt in ref_times}):
@@ -209,16 +217,49 @@ def _time(item, item_t, window, ref_times, ref_thumbs, matrix, lo: float, hi: fl
             continue
         idx = np.clip(np.searchsorted(ref_times, item_t + cand), 1, len(ref_times) - 1)
         idx = np.where(np.abs(ref_times[idx - 1] - (item_t + cand)) < np.abs(ref_times[idx] - (item_t + cand)), idx - 1, idx)
-        errs = [float(np.percentile(np.abs(thumb - ref_thumbs[j])[cover], TIME_PERCENTILE))
-                for t, j, (thumb, cover) in zip(item_t, idx, item_thumbs)
-                if abs(ref_times[j] - (t + cand)) <= 0.6 * interval + 0.02]
+        # The camera may have moved between the two times: re-register the middle frame by a
+        # shift (ECC on the thumbnails) and apply that shift to every frame before scoring.
+        mid = len(item) // 2
+        shift = _ecc_shift(item_thumbs[mid][0], ref_thumbs[idx[mid]])
+        errs = []
+        for t, j, (thumb, cover) in zip(item_t, idx, item_thumbs):
+            if abs(ref_times[j] - (t + cand)) > 0.6 * interval + 0.02:
+                continue
+            moved, moved_cover = _shifted(thumb, cover, shift)
+            if moved_cover.sum() < 0.3 * moved_cover.size:
+                continue
+            errs.append(float(np.percentile(np.abs(moved - ref_thumbs[j])[moved_cover], TIME_PERCENTILE)))
         if len(errs) >= max(2, len(item) // 2):
-            score = float(np.mean(sorted(errs)[: max(1, int(0.6 * len(errs)))]))
+            score = float(np.mean(sorted(errs)[: max(1, int(TIME_TRIM * len(errs)))]))
             if best is None or score < best[1]:
                 best = (cand, score)
     if best is None:
         raise ReferenceCompareError("the item's frames fall outside the reference")
     return best[0]
+
+
+def _ecc_shift(moving: np.ndarray, fixed: np.ndarray) -> tuple[float, float]:
+    """The (dx, dy) that moves `moving` onto `fixed` (thumbnails), (0, 0) when ECC fails."""
+    import cv2
+
+    warp = np.eye(2, 3, dtype=np.float32)
+    try:
+        _cc, warp = cv2.findTransformECC(fixed, moving, warp, cv2.MOTION_TRANSLATION,
+                                         (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 1e-3), None, 3)
+    except cv2.error:
+        return 0.0, 0.0
+    return -float(warp[0, 2]), -float(warp[1, 2])
+
+
+def _shifted(thumb: np.ndarray, cover: np.ndarray, shift: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    import cv2
+
+    if shift == (0.0, 0.0):
+        return thumb, cover
+    m = np.array([[1, 0, shift[0]], [0, 1, shift[1]]], dtype=np.float64)
+    size = (thumb.shape[1], thumb.shape[0])
+    moved_cover = cv2.warpAffine(cover.astype(np.uint8) * 255, m, size, flags=cv2.INTER_NEAREST)
+    return cv2.warpAffine(thumb, m, size), cv2.erode(moved_cover, np.ones((3, 3), np.uint8)) > 0
 
 
 def _frame_interval(times: np.ndarray) -> float:
