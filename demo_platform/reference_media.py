@@ -164,7 +164,7 @@ def video_cases(rng: np.random.Generator, orig: Original, ref: int) -> list[Case
 
     def mouth(f, box, k):
         # A re-synthesised mouth: different shape and colour, moving out of step with the original.
-        _mouth(f, box, 0.9 if k % 4 < 2 else 0.1, colour=(150, 60, 70))
+        _mouth(f, box, 0.6 + 0.4 * (k % 2), colour=(150, 60, 70))
         return f
 
     def small(frames):

@@ -281,12 +281,18 @@ def _matrix_of(copy: np.ndarray, original: np.ndarray) -> np.ndarray:
 def _summarise(results: list[tuple[float, float, Comparison]], offset: float,
                window: list[tuple[float, np.ndarray]]) -> VideoComparison:
     flags = [c.altered for _, _, c in results]
+    # Runs of altered frames, bridging single unaltered frames (an edited mouth that happens to
+    # be nearly closed in one sampled frame): a run counts with MIN_ALTERED_FRAMES altered frames.
     segments: list[tuple[float, float]] = []
     run: list[int] = []
-    for i, flag in enumerate(flags + [False]):
+    gap = 0
+    for i, flag in enumerate(flags + [False, False]):
         if flag:
             run.append(i)
-        elif run:
+            gap = 0
+            continue
+        gap += 1
+        if run and gap > 1:
             if len(run) >= MIN_ALTERED_FRAMES:
                 segments.append((results[run[0]][0], results[run[-1]][0]))
             run = []
