@@ -153,6 +153,17 @@ def estimate_alignment_ecc(copy: np.ndarray, original: np.ndarray) -> np.ndarray
     return np.hstack([inv[:, :2] * sc / so, inv[:, 2:] / so])
 
 
+def _affine_tone(src: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per channel, the gain and offset that match `src`'s quartiles over `mask` to `ref`'s."""
+    out = np.empty(src.shape, dtype=np.float32)
+    for c in range(src.shape[2]):
+        s_q = np.percentile(src[..., c][mask], [25, 50, 75])
+        r_q = np.percentile(ref[..., c][mask], [25, 50, 75])
+        gain = (r_q[2] - r_q[0]) / max(1.0, s_q[2] - s_q[0])
+        out[..., c] = (src[..., c].astype(np.float32) - s_q[1]) * gain + r_q[1]
+    return out
+
+
 def _tone_match(src: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Each channel of `src` mapped by a smooth tone curve fitted over `mask`: undoes a global
     tone or colour change (grading, brightness, contrast, filters).
@@ -216,9 +227,16 @@ def difference_map(copy: np.ndarray, original: np.ndarray, matrix: np.ndarray) -
     mask = cv2.erode(cover, np.ones((5, 5), np.uint8)) > 0
     if mask.sum() < 0.2 * w * h:
         raise ReferenceCompareError("the item covers too little of the reference to compare")
-    matched = _tone_match(warped, orig_small, mask)
-    a = cv2.GaussianBlur(matched, (0, 0), BLUR_SIGMA)
     b = cv2.GaussianBlur(orig_small.astype(np.float32), (0, 0), BLUR_SIGMA)
+    # What changed is found first under a stiff per-channel gain and offset (quartiles matched),
+    # which a large edit cannot bend; the tone curve is then fitted on the rest only. Fitted on
+    # everything, a darkened caption band pulls the dark levels of the whole picture with it.
+    rough = _affine_tone(warped, orig_small, mask)
+    diff0 = np.sqrt(((cv2.GaussianBlur(rough, (0, 0), BLUR_SIGMA) - b) ** 2).sum(axis=2) / 3.0)
+    fit_on = mask & (cv2.dilate((diff0 > 2 * ABS_FLOOR).astype(np.uint8), np.ones((9, 9), np.uint8)) == 0)
+    if fit_on.sum() < 0.3 * mask.sum():
+        fit_on = mask
+    a = cv2.GaussianBlur(_tone_match(warped, orig_small, fit_on), (0, 0), BLUR_SIGMA)
     diff = np.sqrt(((a - b) ** 2).sum(axis=2) / 3.0)
     diff[~mask] = 0.0
     return diff, mask, work_scale
