@@ -35,8 +35,8 @@ from storage.db import Store
 
 #: A candidate original: PDQ within this many bits (of 256). Unrelated pictures sit ~128 bits
 #: apart (s.d. ~8); on smooth pictures a 5% crop, a resize and a re-encode, with a face pasted
-#: in, land at 40-80. Alignment confirms every candidate, so a loose radius costs only time.
-CANDIDATE_DISTANCE = 90
+#: in, land at 40-95. Alignment confirms every candidate, so a loose radius costs only time.
+CANDIDATE_DISTANCE = 100
 #: Video frames count as the same frame for the time vote within this distance.
 FRAME_DISTANCE = 40
 VIDEO_STEP_S = 0.5  # reference videos are hashed every half second
@@ -80,7 +80,7 @@ class ReferenceHash(SQLModel, table=True):
     __tablename__ = "reference_hash"
     id: Optional[int] = Field(default=None, primary_key=True)
     reference_id: int = Field(foreign_key="reference.id", index=True)
-    region: str  # frame | content | crop85 | crop70
+    region: str  # frame | content | crop85 | crop70 | left | right | top | bottom
     t_s: float = 0.0  # frame time for videos; 0 for photos
     pdq: str
     quality: int
@@ -271,7 +271,18 @@ def _hashes_for(data: bytes, kind: str) -> tuple[list[tuple[str, float, str, int
         dx, dy = round(w * (1 - keep) / 2), round(h * (1 - keep) / 2)
         crop_pdq, crop_q = pdq_from_image(img.crop((dx, dy, w - dx, h - dy)))
         rows.append((f"crop{round(keep * 100)}", 0.0, crop_pdq, crop_q))
+    for name, box in halves(img.size):
+        half_pdq, half_q = pdq_from_image(img.crop(box))
+        rows.append((name, 0.0, half_pdq, half_q))
     return rows, img.size, None
+
+
+def halves(size: tuple[int, int]) -> list[tuple[str, tuple[int, int, int, int]]]:
+    """Left, right, top and bottom halves: an edit that moves the whole-frame PDQ too far (a
+    replaced face is a large share of a portrait) leaves the other half of the picture to match."""
+    w, h = size
+    return [("left", (0, 0, w // 2, h)), ("right", (w - w // 2, 0, w, h)),
+            ("top", (0, 0, w, h // 2)), ("bottom", (0, h - h // 2, w, h))]
 
 
 def item_pdqs(img: Any) -> list[str]:
@@ -283,6 +294,7 @@ def item_pdqs(img: Any) -> list[str]:
     box = content_box(img)
     if box is not None:
         out.append(pdq_from_image(img.crop(box))[0])
+    out.extend(pdq_from_image(img.crop(b))[0] for _, b in halves(img.size))
     return out
 
 
