@@ -144,3 +144,21 @@ def test_cut_video_clip_aligns_with_its_original(tmp_path, video_world):
     plain = checker.check(by_name["speech-0-clip"].data, "video")
     assert plain is not None and plain.outcome == "real", plain and plain.reasons
     assert abs(plain.details["offset_s"] - start) <= 0.1
+
+
+def test_campaign_hook_refuses_a_learned_verdict_on_an_authentic_copy(tmp_path, photo_world):
+    from detectors.base import MediaInput
+    from detectors.pipeline import Analysis
+    from orchestrator.references_hook import reference_checker, with_references
+
+    originals, cases = photo_world
+    lib = _library(tmp_path, originals)
+    assert reference_checker(lib.store, lib.blobs, ["no-such-set"]) is None  # nothing to match
+    checker = reference_checker(lib.store, lib.blobs, None)
+    classifier = Detection("hf-classifier", "1", "fake", score=0.99, threshold=0.5, reasons=["classifier score 0.99"])
+    for name, band in (("photo-0-reencoded", "needs_review"), ("photo-0-face-replaced", "likely_fake")):
+        case = next(c for c in cases if c.name == name)
+        before = Analysis("a" * 64, [classifier], fuse([classifier], 0.3))
+        after = with_references(checker, before, MediaInput("a" * 64, "image", case.data), 0.3)
+        assert after.verdict.band == band, after.verdict.reasons
+        assert after.detections[-1].detector == "reference-library"
