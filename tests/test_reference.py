@@ -162,3 +162,22 @@ def test_campaign_hook_refuses_a_learned_verdict_on_an_authentic_copy(tmp_path, 
         after = with_references(checker, before, MediaInput("a" * 64, "image", case.data), 0.3)
         assert after.verdict.band == band, after.verdict.reasons
         assert after.detections[-1].detector == "reference-library"
+
+
+def test_console_lists_references(store, blobs, tmp_path, photo_world):
+    from console.app import create_app
+    from console.auth import create_user
+    from tests.test_console_api import PASSWORD, client_for
+
+    originals, _ = photo_world
+    ReferenceLibrary(store, blobs).add(originals[0].data, owner="NEC press office",
+                                       source_url="https://nec.example/press/1")
+    create_user(store, "vera", PASSWORD, "viewer")
+    app = create_app(store.url, str(blobs.root), packets_root=str(tmp_path / "packets"), key_dir=str(tmp_path / "keys"))
+    try:
+        assert client_for(app).get("/references", follow_redirects=False).status_code in (302, 303, 401)  # login first
+        page = client_for(app, "vera").get("/references")
+        assert page.status_code == 200
+        assert "R1" in page.text and "NEC press office" in page.text and "https://nec.example/press/1" in page.text
+    finally:
+        app.state.console.store.close()
