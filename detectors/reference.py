@@ -41,6 +41,7 @@ BLUR_SIGMA = 1.2  # in working pixels: what JPEG q70 and a resize leave is well 
 ABS_FLOOR = 28.0  # per-pixel colour distance (0-255 scale) that re-encoding never reaches once blurred
 NOISE_K = 8.0  # threshold = median + NOISE_K * MAD of the difference, if above ABS_FLOOR
 MIN_REGION_SHARE = 0.001  # changed region at least this share of the compared area (a mouth in a wide shot)
+MAX_MEDIAN_DIFF = 10.0  # a copy differs from its original this little over most of the picture
 MAX_LOCAL_SHARE = 0.5  # a "change" over more than this share is misalignment, not an edit
 EDGE_MARGIN_SHARE = 0.03  # a region within this of the frame edge may be an overlay
 LOGO_MAX_SHARE = 0.03  # ... when it is this small (a logo, a watermark); caption bands are wide strips
@@ -303,6 +304,11 @@ def compare(copy: np.ndarray, original: np.ndarray, *, faces: list[tuple[int, in
     vals = diff[mask]
     med = float(np.median(vals))
     mad = float(np.median(np.abs(vals - med))) * 1.4826
+    if med > MAX_MEDIAN_DIFF:
+        # Most of the picture differs: whatever aligned (a flat sky, ECC on smooth pictures),
+        # this is not a copy of the reference.
+        raise ReferenceCompareError(f"the aligned item differs from the reference almost everywhere "
+                                    f"(median difference {med:.0f} of 255)")
     threshold = max(ABS_FLOOR, med + NOISE_K * mad)
     regions = _regions(diff, mask, threshold, work_scale, faces or [])
     changed_share = sum(r.w * r.h for r in regions) * work_scale ** 2 / float(mask.sum())
