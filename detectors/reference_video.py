@@ -100,7 +100,6 @@ def _decode_window(data: bytes, start: float, end: float) -> list[tuple[float, n
 
 
 THUMB_SIDE = 192
-TIME_PERCENTILE = 99.0
 TIME_TRIM = 0.5  # share of frames (the best-matching) that score a time offset
 
 
@@ -222,33 +221,35 @@ def _space(item, window, nearest, offset_s: float) -> np.ndarray:
 
 
 def _time(item, item_t, window, ref_times, ref_thumbs, matrix, lo: float, hi: float) -> list[tuple[float, float]]:
-    """The one offset in [lo, hi] under which the item's frames differ least from the reference
-    frames they land on, measured by a high percentile of each frame's difference: a moving
-    camera is compensated by the spatial transform, sensor noise is diffuse, and what is left
-    is what moves on its own (a mouth, hands), which is what fixes the time. The better half of
-    the frames decide: an altered stretch cannot pull it. Candidates: the reference's frame
-    times. Returns (offset, score) pairs, best first."""
+    """The offsets in [lo, hi] ranked by how well the item's frame-to-frame changes match the
+    reference's over the same stretch (best first, with their scores).
+
+    Changes, not frames: what stands still (the set, the speaker's outline) cancels out of a
+    frame difference, and with it any sub-pixel registration error and a steady camera pan;
+    what is left is what moves on its own (a talking mouth, gestures), and that fixes the time
+    to the frame. The better half of the frame pairs decide, so an altered stretch cannot pull
+    the offset. Candidates: the reference's frame times."""
     item_thumbs = [(_blur(a), c) for a, c in (_warped_thumb(f, matrix, window[0][1].shape) for _, f in item)]
     interval = _frame_interval(ref_times)
+    ref_stack = np.stack(ref_thumbs)
     scored: list[tuple[float, float]] = []
     for cand in sorted({round(float(rt - item_t[0]), 3) for rt in ref_times}):
         if not lo <= cand <= hi:
             continue
         idx = np.clip(np.searchsorted(ref_times, item_t + cand), 1, len(ref_times) - 1)
         idx = np.where(np.abs(ref_times[idx - 1] - (item_t + cand)) < np.abs(ref_times[idx] - (item_t + cand)), idx - 1, idx)
-        # The camera may have moved between the two times: re-register the middle frame by a
-        # shift (ECC on the thumbnails) and apply that shift to every frame before scoring.
-        mid = len(item) // 2
-        shift = _ecc_shift(item_thumbs[mid][0], ref_thumbs[idx[mid]])
+        ok = np.abs(ref_times[idx] - (item_t + cand)) <= 0.6 * interval + 0.02
         errs = []
-        for t, j, (thumb, cover) in zip(item_t, idx, item_thumbs):
-            if abs(ref_times[j] - (t + cand)) > 0.6 * interval + 0.02:
+        for k in range(len(item) - 1):
+            if not (ok[k] and ok[k + 1]) or idx[k] == idx[k + 1]:
                 continue
-            moved, moved_cover = _shifted(thumb, cover, shift)
-            if moved_cover.sum() < 0.3 * moved_cover.size:
+            cover = item_thumbs[k][1] & item_thumbs[k + 1][1]
+            if cover.sum() < 0.3 * cover.size:
                 continue
-            errs.append(float(np.percentile(np.abs(moved - ref_thumbs[j])[moved_cover], TIME_PERCENTILE)))
-        if len(errs) >= max(2, len(item) // 2):
+            d_item = item_thumbs[k + 1][0] - item_thumbs[k][0]
+            d_ref = ref_stack[idx[k + 1]] - ref_stack[idx[k]]
+            errs.append(float(np.abs(d_item - d_ref)[cover].mean()))
+        if len(errs) >= max(2, (len(item) - 1) // 2):
             scored.append((cand, float(np.mean(sorted(errs)[: max(1, int(TIME_TRIM * len(errs)))]))))
     if not scored:
         raise ReferenceCompareError("the item's frames fall outside the reference")
