@@ -181,3 +181,31 @@ def test_console_lists_references(store, blobs, tmp_path, photo_world):
         assert "R1" in page.text and "NEC press office" in page.text and "https://nec.example/press/1" in page.text
     finally:
         app.state.console.store.close()
+
+
+def test_evidence_page_shows_reference_and_heatmap(store, blobs, tmp_path, photo_world):
+    from console.app import create_app
+    from console.auth import create_user
+    from storage import models as m
+    from tests.evidence_factory import make_evidence
+    from tests.test_console_api import PASSWORD, client_for
+
+    originals, cases = photo_world
+    lib = ReferenceLibrary(store, blobs)
+    lib.add(originals[0].data, owner="NEC press office", source_url="https://nec.example/press/1")
+    altered = next(c for c in cases if c.name == "photo-0-face-replaced")
+    det = ReferenceChecker(lib).check(altered.data, "image")
+    ev_id = make_evidence(store, blobs)
+    with store.session() as s:
+        sha = s.get(m.Evidence, ev_id).media_sha256
+    store.save_analysis(sha, [det], "likely_fake", None, det.reasons)
+    create_user(store, "vera", PASSWORD, "viewer")
+    app = create_app(store.url, str(blobs.root), packets_root=str(tmp_path / "packets"), key_dir=str(tmp_path / "keys"))
+    try:
+        page = client_for(app, "vera").get(f"/evidence/{ev_id}")
+        assert page.status_code == 200
+        assert "Authentic reference R1" in page.text and "https://nec.example/press/1" in page.text
+        assert f'src="/blob/{det.details["reference_sha256"]}"' in page.text
+        assert f'src="/blob/{det.details["heatmap_sha256"]}"' in page.text
+    finally:
+        app.state.console.store.close()
