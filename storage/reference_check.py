@@ -114,6 +114,8 @@ class ReferenceChecker:
         from detectors.reference_video import compare_video, item_frames, vote_offset
         from PIL import Image
 
+        if self.library.count("video") == 0:
+            return None  # only videos are matched against videos: no need to decode this one
         frames = item_frames(data)
         hashes = []
         for t, arr in frames:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-from sqlalchemy import Column, DateTime, Text
+from sqlalchemy import Column, DateTime, Text, func
 from sqlmodel import Field, SQLModel, select
 
 from storage.db import Store
@@ -196,9 +196,12 @@ class ReferenceLibrary:
                 s.expunge(r)
             return rows
 
-    def count(self) -> int:
+    def count(self, kind: str | None = None) -> int:
         with self.store.session() as s:
-            return len(s.exec(select(Reference.id)).all())
+            q = select(func.count()).select_from(Reference)
+            if kind:
+                q = q.where(Reference.kind == kind)
+            return int(s.exec(q).one())
 
     # -- matching --------------------------------------------------------------------------
     def _invalidate(self) -> None:
@@ -209,7 +212,7 @@ class ReferenceLibrary:
         """Every reference hash as a bit matrix, with (reference id, t_s, region) per row. Reloaded
         when the hash count changed (another process added or removed references)."""
         with self.store.session() as s:
-            n = len(s.exec(select(ReferenceHash.id)).all())
+            n = int(s.exec(select(func.count()).select_from(ReferenceHash)).one())
             with self._lock:
                 if self._matrix is not None and self._matrix[0] == n:
                     bits, meta = self._matrix[1], self._matrix[2]
