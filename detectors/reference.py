@@ -344,20 +344,20 @@ def find_faces(original: np.ndarray) -> list[tuple[int, int, int, int]]:
     """Face boxes in the original, with the detector the project ships; [] when it cannot run."""
     from PIL import Image
 
-    from detectors.faces import FaceDetectorUnavailable, FaceFinder
+    from detectors.faces import FaceDetectorUnavailable
 
     try:
         finder = _finder()
     except FaceDetectorUnavailable:
         return []
-    _ = FaceFinder  # the type the cache holds
     return [(b.x, b.y, b.w, b.h) for b in finder.find(Image.fromarray(original))]
 
 
 _FINDER: Any = None
 
 
-def _finder():
+def _finder() -> Any:
+    """One face detector per process (loading the cascade costs more than a detection)."""
     global _FINDER
     if _FINDER is None:
         from detectors.faces import FaceFinder

@@ -1,16 +1,17 @@
 """Aligning a video with its authentic original in time and space, and comparing them frame by frame.
 
-A clip cut from a longer original starts somewhere inside it: the time offset is voted from
-PDQ-matched frame pairs (item time + offset = original time), then refined per frame by picking
-the original frame that best matches each item frame near the voted time (the median absolute
-difference of the aligned frames: a face edit covers a small share of the frame, so it does not
-steer the choice). The spatial alignment is estimated once, on frames that match well, and
-reused for every pair. Each pair is compared as photos are (detectors/reference.py); an alteration
-must hold over a stretch of frames, so one bad frame (a decoding glitch, a flash) flags nothing.
+A clip cut from a longer original starts somewhere inside it. The time offset (item time +
+offset = original time) is first voted from PDQ-matched frame pairs; a static shot matches
+everywhere, so every offset near the best vote is kept, and pixels decide between them: the
+offset under which the item's frame-to-frame changes best match the original's (what stands
+still cancels out of a frame difference, with registration error and a steady pan; a talking
+mouth does not). Space (a similarity transform, detectors/reference.py) and time are estimated
+in turn, since a pan looks like a time shift. Each pair is then aligned on its own and compared
+as photos are; an alteration must hold over a stretch of frames (single-frame gaps bridged), so
+one bad frame (a decoding glitch, a flash) flags nothing.
 """
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
