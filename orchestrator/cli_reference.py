@@ -171,3 +171,18 @@ def reference_remove(
     except KeyError as exc:
         _fail(str(exc.args[0]))
     console.print(f"removed {row.label} ({row.owner}) {row.sha256[:12]}", highlight=False)
+
+
+@reference_app.command("rescan")
+def reference_rescan(
+    set_name: Optional[list[str]] = typer.Option(None, "--set", help="Only these reference sets (repeatable)"),
+    limit: Optional[int] = typer.Option(None, "--limit", min=0, help="Stop after this many items"),
+    db: Optional[str] = DbOpt,
+    blobs: Optional[str] = BlobsOpt,
+) -> None:
+    """Compare every stored item not yet compared with the reference library."""
+    from orchestrator.references_hook import rescan_references
+
+    library = _library(db, blobs)
+    counts = rescan_references(library.store, library.blobs, set_names=set_name or None, limit=limit)
+    console.print(", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()), highlight=False)

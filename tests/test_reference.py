@@ -209,3 +209,28 @@ def test_evidence_page_shows_reference_and_heatmap(store, blobs, tmp_path, photo
         assert f'src="/blob/{det.details["heatmap_sha256"]}"' in page.text
     finally:
         app.state.console.store.close()
+
+
+def test_reference_rescan_finds_altered_copies_already_stored(store, blobs, tmp_path, photo_world):
+    from sqlmodel import select
+
+    from storage import models as m
+
+    originals, cases = photo_world
+    altered = next(c for c in cases if c.name == "photo-0-face-replaced")
+    repost = next(c for c in cases if c.name == "photo-0-reencoded")
+    for case in (altered, repost):
+        sha = blobs.put(case.data)
+        store.upsert_media(sha256=sha, kind="image", mime="image/jpeg", size=len(case.data), width=1, height=1,
+                           phash="0" * 16)
+    opts = ["--db", store.url, "--blobs", str(blobs.root)]
+    res = cli("reference", "rescan", *opts)
+    assert res.exit_code == 0 and "matched 0" in res.output  # an empty library compares nothing
+    ReferenceLibrary(store, blobs).add(originals[0].data, owner="NEC press office")
+    res = cli("reference", "rescan", *opts)
+    assert res.exit_code == 0, res.output
+    assert "media 2" in res.output and "altered 1" in res.output and "authentic 1" in res.output
+    with store.session() as s:
+        rows = s.exec(select(m.Detection).where(m.Detection.detector == "reference-library")).all()
+    assert sorted(r.outcome for r in rows) == ["fake", "real"]
+    assert "already compared 2" in cli("reference", "rescan", *opts).output  # resumable
