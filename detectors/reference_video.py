@@ -19,13 +19,14 @@ import numpy as np
 
 from detectors.reference import Comparison, ReferenceCompareError, Region, compare, find_faces, to_array
 
-MAX_SIDE = 640  # frames are compared at no more than this
+MAX_SIDE = 480  # frames are compared at no more than this
 MIN_STEP_S = 0.2
 MAX_FRAMES = 80
 MIN_ALTERED_FRAMES = 3  # the shortest stretch that counts as an alteration
 MIN_ALTERED_SHARE = 0.15  # ... and this share of the aligned frames
 VOTE_BIN_S = 0.25
 MAX_SEARCH_S = 30.0  # widest span of time offsets searched frame by frame
+MAX_WINDOW_FRAMES = 400  # reference frames held at once (at MAX_SIDE: ~150 MB at most)
 
 
 @dataclass
@@ -84,16 +85,22 @@ def vote_offset(item_hashes: list[tuple[float, str]], ref_hashes: list[tuple[flo
 
 
 def _decode_window(data: bytes, start: float, end: float) -> list[tuple[float, np.ndarray]]:
+    """The reference's frames between `start` and `end` seconds, at most MAX_WINDOW_FRAMES of
+    them (a long window keeps evenly spaced frames: memory stays bounded on long originals, at
+    the cost of time precision there)."""
     from detectors.video import _decoded_frames, _open, _to_image
 
+    min_gap = max(0.0, (end - start) / MAX_WINDOW_FRAMES)
     container = _open(data)
-    out = []
+    out: list[tuple[float, np.ndarray]] = []
     try:
         for t, frame in _decoded_frames(container):
             if t < start:
                 continue
             if t > end:
                 break
+            if out and t - out[-1][0] < min_gap - 1e-6:
+                continue
             out.append((t, to_array(_to_image(frame, MAX_SIDE))))
     finally:
         container.close()
