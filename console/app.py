@@ -52,7 +52,7 @@ def create_app(db_url: str, blobs_root: str, *, secure_cookies: bool = False,
     key_dir: the Ed25519 key folder (default: DEEPWATCH_KEY_DIR or var/keys);
     tsa_url: an RFC 3161 authority for re-seals after a review (default: DEEPWATCH_TSA_URL).
     """
-    from console import api, pages
+    from console import api, pages, references
 
     store = Store(db_url)
     blobs = BlobStore(blobs_root)
@@ -74,6 +74,7 @@ def create_app(db_url: str, blobs_root: str, *, secure_cookies: bool = False,
     app.include_router(pages.public_router)
     app.include_router(pages.router)
     app.include_router(api.router)
+    app.include_router(references.router)  # /references (the reference library)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -5,13 +5,15 @@ Bands, strongest first:
 * ``confirmed_ai``  a C2PA manifest whose signature validates declares generative AI, its
                     signer's chain ends in a configured trust anchor (detectors/c2pa_trust.py)
                     and the content was not altered after signing;
-* ``likely_fake``   the same declaration from a valid but untrusted signer (anyone can make a
-                    certificate), a known generator watermark decoded, the classifier scored at or
+* ``likely_fake``   an altered copy of an authentic reference (the original found and the
+                    localised change shown), the same declaration from a valid but untrusted
+                    signer (anyone can make a certificate), a known generator watermark decoded, the classifier scored at or
                     above its threshold, or unsigned metadata names an AI generator (or
                     declares AI as the IPTC digital source type) and another detector agrees
                     (a classifier score at or above the review threshold, a watermark, a
                     validly signed C2PA declaration);
-* ``needs_review``  the classifier scored at or above the review threshold, the C2PA data
+* ``needs_review``  the classifier scored at or above its threshold but the item matches an
+                    authentic reference unaltered, the classifier scored at or above the review threshold, the C2PA data
                     hash does not match (tampering), a manifest declares AI but its
                     signature does not validate, unsigned metadata says AI with nothing else
                     agreeing, or a detector failed on an item that no other detector could
@@ -36,6 +38,7 @@ FLAGGED_BANDS: tuple[Band, ...] = ("confirmed_ai", "likely_fake")
 C2PA = "c2pa"
 WATERMARK = "invisible-watermark"
 METADATA = "metadata-provenance"
+REFERENCE = "reference-library"  # comparison with an authentic original (storage/reference_check.py)
 
 
 @dataclass
@@ -55,9 +58,18 @@ def fuse(detections: list[Detection], review_threshold: float) -> Verdict:
     found: dict[Band, list[str]] = {band: [] for band in BANDS}
     support: list[str] = []  # other detectors' signals that unsigned metadata can lean on
     metadata_claims: list[str] = []
+    learned_fake: list[str] = []  # likely_fake reasons that came from a learned score only
+    authentic_match: list[str] = []
 
     for det in detections:
-        if det.detector == C2PA:
+        if det.detector == REFERENCE:
+            # An altered copy of an authentic original is shown, not inferred: likely_fake. An
+            # unaltered copy matches the original: below, no learned score alone may flag it.
+            if det.outcome == "fake":
+                found["likely_fake"].extend(det.reasons)
+            elif det.outcome == "real":
+                authentic_match.extend(det.reasons[:1])
+        elif det.detector == C2PA:
             _c2pa(det, found)
             # A declaration whose signature fails is no more than another unsigned claim, which
             # anyone forging the metadata could have added too; a validly signed one (even on
@@ -79,6 +91,7 @@ def fuse(detections: list[Detection], review_threshold: float) -> Verdict:
                 found["needs_review"].append(f"{untrusted}, so its score alone is not a finding")
             elif det.score >= threshold:
                 found["likely_fake"].extend(det.reasons)
+                learned_fake.extend(det.reasons)
             elif det.score >= review_threshold:
                 found["needs_review"].append(
                     f"{det.reasons[0] if det.reasons else det.detector} "
@@ -98,6 +111,11 @@ def fuse(detections: list[Detection], review_threshold: float) -> Verdict:
         else:
             found["needs_review"].extend(metadata_claims)
             found["needs_review"].append("no other detector backs the metadata up, so a person should review it")
+
+    if authentic_match and found["likely_fake"] and found["likely_fake"] == learned_fake:
+        found["needs_review"][:0] = [
+            f"{r} (a learned score says fake, but the item {authentic_match[0]}: review it)" for r in learned_fake]
+        found["likely_fake"] = []
 
     errors = [d for d in detections if d.outcome == "error"]
     judged = any(d.outcome in ("fake", "real") for d in detections)

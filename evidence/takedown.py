@@ -456,6 +456,11 @@ def _notice_item(item: dict[str, Any], config: TakedownConfig, lang: str) -> dic
         "bank_entries_not_independent": [_bank(b, zone) for b in item["corroboration"]["not_independent"]],
         "other_copies": item["corroboration"]["other_copies"],
         "bank_case": item["bank_case"],
+        # The authentic original an altered copy was compared with, and where it was published.
+        "reference_matches": [
+            {k: (x.get("details") or {}).get(k) for k in
+             ("reference", "reference_sha256", "owner", "source_url", "altered", "segments", "heatmap_sha256")}
+            for x in item["detections"] if x["detector"] == "reference-library" and (x.get("details") or {}).get("reference")],
         "reviews": [r | {"at": _when(r["at"], zone)} for r in item["reviews"]],
         "legal_assessment": {"in_ban_window": ev.in_ban_window, "ai_label_present": ev.ai_label_present,
                              "campaign_purpose": ev.campaign_purpose, "notes": ev.legal_notes},

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from agents.base import Drop, MediaRef
 from agents.base import Post as PostRecord
-from detectors.base import Detection
+from detectors.base import Detection, MediaInput
 from detectors.signals import SIGNALS
 from evidence.custody import append_event
 from evidence.review import in_window, looks_ai_labelled
@@ -29,6 +29,7 @@ from orchestrator import wiring
 from orchestrator.crawlbook import Chain, CrawlBook
 from detectors.regions import RegionHashes
 from orchestrator.dedup import PerceptualIndex
+from orchestrator.references_hook import reference_checker, with_references
 from orchestrator.metrics import DEFAULT_HOST, CampaignMetrics
 from orchestrator.spec import EMBEDDED, CampaignSpec
 from orchestrator.stages import FetchPolicySpec, MediaRecord, PageResult
@@ -120,6 +121,8 @@ class CampaignRun:
         self.store = store
         self.bank = KnownFakesBank(store.store)  # its calls go through store.call
         self.blobs = open_blobs(self.spec.storage.blobs)  # one client for the run (an s3:// store checks its bucket on open)
+        refs = self.spec.detectors.references
+        self.references = None if refs == [] else reference_checker(store.store, self.blobs, refs)
         campaign_id = store.upsert_campaign(self.spec.name, self.spec_text)
         self.campaign_id = campaign_id
         store.set_campaign_status(campaign_id, "running")
@@ -207,6 +210,14 @@ class CampaignRun:
             own["the demo platform's own CA"] = signing_identity(demo.seed).ca_pem
         return TrustSettings.from_env(anchors=t.anchors, allowed_signers=t.allowed_signers,
                                       use_c2pa_list=t.c2pa_trust_list, extra_anchor_pem=own)
+    def _compare_with_references(self, analysis: Any, batch: list[tuple[str, str, str]]) -> Any:
+        """The analysis fused again with its comparison to an authentic original, if one matches."""
+        if getattr(self, "references", None) is None:  # set in run(); none in the library: nothing to do
+            return analysis
+        kind, mime = next((k, m) for sha, k, m in batch if sha == analysis.sha256)
+        item = MediaInput(analysis.sha256, kind, self.blobs.get(analysis.sha256), mime)  # type: ignore[arg-type]
+        return with_references(self.references, analysis, item,
+                               self._detector_kwargs().get("review_threshold") or 0.3)
 
     def _detector_kwargs(self) -> dict[str, Any]:
         d = self.spec.detectors
@@ -427,6 +438,7 @@ class CampaignRun:
                         self._drop(Drop("detect", "detector failed", sha, _root_cause(result)))
                     result = []
                 for analysis in result:
+                    analysis = self._compare_with_references(analysis, ctx[1])
                     v = analysis.verdict
                     store.save_analysis(analysis.sha256, analysis.detections, v.band, v.score, v.reasons)
                     metrics.went_out("detect")

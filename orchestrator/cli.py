@@ -471,6 +471,7 @@ from orchestrator import cli_console, cli_db, cli_evidence, cli_rescan, cli_user
 from orchestrator import cli_detectors  # noqa: E402,F401  (registers `detectors` commands on `detectors_app`)
 from orchestrator import cli_profile  # noqa: E402,F401  (registers `profile` commands: site profiles)
 from orchestrator import cli_keys  # noqa: E402,F401  (registers `keys` commands on `app`)
+from orchestrator import cli_reference  # noqa: E402,F401  (registers `reference` commands on `app`)
 
 
 def main() -> None:

@@ -179,6 +179,9 @@ class Detectors(_Strict):
     max_scene_frames: int = Field(default=8, ge=0, le=64)
     # Near-duplicate thresholds (pHash Hamming distance, 64-bit hashes).
     phash_max_distance: int = Field(default=10, ge=0, le=32)
+    # Reference sets (`deepwatch reference add --set NAME`) every analysed item is compared with;
+    # unset: the whole reference library; [] : no comparison.
+    references: list[str] | None = None
 
     @model_validator(mode="after")
     def _one_kind_of_classifier(self) -> "Detectors":
