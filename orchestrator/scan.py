@@ -111,7 +111,7 @@ def _apply_database(verdict: Any, found: list[Any]) -> None:
 
 def scan_inputs(
     inputs: list[str], *, model: str | None, threshold: float | None = None, allow_networks: tuple[str, ...] = (),
-    store: Any = None, model_source: str | None = None, c2pa_trust: Any = None,
+    store: Any = None, model_source: str | None = None, c2pa_trust: Any = None, blobs: Any = None,
 ) -> Iterator[dict[str, Any]]:
     """One result dict per input, in order; failures are results with an "error" key."""
     from detectors.base import MediaInput
@@ -128,6 +128,13 @@ def scan_inputs(
         classifier = {"model_id": d["model_id"], "chosen_by": model_source, "weights_digest": d["weights_digest"],
                       "calibrated": d.get("calibrated", False), "domain_check": d.get("domain_check")}
     ran = [d["name"] for d in pipeline.describe()] + ([c.__name__ for c in DATABASE_CHECKS] if store else [])
+    # The reference library needs the originals' bytes too: compared only when the blob store is open.
+    references = None
+    if store is not None and blobs is not None:
+        from orchestrator.references_hook import reference_checker
+
+        references = reference_checker(store, blobs, None)
+        ran.append("reference-library" if references is not None else "reference-library (empty)")
     fetcher: list[Any] = []
     try:
         for item in inputs:
@@ -143,7 +150,12 @@ def scan_inputs(
             except MediaDecodeError as exc:
                 yield {**result, "sha256": sha, "error": str(exc)}
                 continue
-            analysis = pipeline.analyse([MediaInput(sha256=sha, kind=info.kind, data=data, mime=info.mime)])[0]
+            media = MediaInput(sha256=sha, kind=info.kind, data=data, mime=info.mime)
+            analysis = pipeline.analyse([media])[0]
+            if references is not None:
+                from orchestrator.references_hook import with_references
+
+                analysis = with_references(references, analysis, media, 0.3)
             pdq, quality, frames = _hashes(data, info.kind)
             found: list[Any] = []
             if store is not None:

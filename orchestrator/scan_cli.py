@@ -28,6 +28,23 @@ def _scan_store(db: Optional[str]) -> Any:
         _fail(str(exc))
 
 
+def _scan_blobs(blobs: Optional[str]) -> Any:
+    """The blob store holding the reference library's originals; None when it does not exist
+    (scan never creates one): references are then not compared, and scan says so."""
+    from orchestrator.cli import _blobs
+    from storage.blobs import BlobStoreError, open_blobs
+
+    location = _blobs(blobs)
+    if "://" not in location and not Path(location).is_dir():
+        if blobs is not None:
+            _fail(f"blob store {location} does not exist")
+        return None
+    try:
+        return open_blobs(location)
+    except BlobStoreError as exc:
+        _fail(str(exc))
+
+
 def run_scan(inputs: list[str], *, model: Optional[str], threshold: Optional[float], as_json: bool,
              allow_network: tuple[str, ...], db: Optional[str], blobs: Optional[str],
              c2pa_trust: Any = None) -> int:
@@ -44,10 +61,12 @@ def run_scan(inputs: list[str], *, model: Optional[str], threshold: Optional[flo
     if choice.model is None:
         err.print(f"[yellow]note:[/] {not_configured_message()}", highlight=False)
     store = _scan_store(db)
+    blob_store = _scan_blobs(blobs) if store is not None else None
     failed = 0
     try:
         for result in scan_inputs(inputs, model=choice.model, threshold=threshold, allow_networks=allow_network,
-                                  store=store, model_source=choice.source, c2pa_trust=c2pa_trust):
+                                  store=store, model_source=choice.source, c2pa_trust=c2pa_trust,
+                                  blobs=blob_store):
             failed += int("error" in result)
             if as_json:
                 typer.echo(json.dumps(result, ensure_ascii=False, default=str))
