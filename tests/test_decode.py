@@ -127,8 +127,12 @@ def test_without_calibration_the_threshold_is_configured(tmp_path):
     folder = make_tiny_vit(tmp_path / "vit", fixed_logits=(0.0, math.log(3.0)))  # P(fake) = 0.75
     result = HFImageClassifier(str(folder)).detect_batch(items_of([BLOBS[0]]))[0]
     assert result.threshold == 0.5 and result.outcome == "fake"
-    assert result.details == {"fake_label": "fake", "threshold": 0.5, "threshold_source": "configured", "calibrated_fpr": None}
-    assert result.reasons == [f"classifier {folder} scored 0.75 >= 0.50"]
+    assert {k: result.details[k] for k in ("fake_label", "threshold", "threshold_source", "calibrated_fpr")} == {
+        "fake_label": "fake", "threshold": 0.5, "threshold_source": "configured", "calibrated_fpr": None}
+    # Uncalibrated and with no domain check: the detection says so (fusion keeps it at needs_review).
+    assert result.details["calibrated"] is False and result.details["domain"]["inside"] is None
+    assert result.reasons[0] == f"classifier {folder} scored 0.75 >= 0.50"
+    assert result.reasons[1].startswith("domain check: none")
 
 
 def test_calibration_file_sets_the_threshold_unless_one_is_passed(tmp_path):
@@ -138,7 +142,8 @@ def test_calibration_file_sets_the_threshold_unless_one_is_passed(tmp_path):
     scored, broken = clf.detect_batch(items_of([BLOBS[0], b"\xff\xd8\xff garbage"]))
     assert scored.threshold == 0.8 and scored.outcome == "real"  # 0.75 < 0.8
     assert scored.details["threshold_source"] == "calibration" and scored.details["calibrated_fpr"] == 0.01
-    assert scored.reasons == [f"classifier {folder} scored 0.75 < 0.80 (threshold calibrated for a 1.0% false-positive rate)"]
+    assert scored.reasons[0] == f"classifier {folder} scored 0.75 < 0.80 (threshold calibrated for a 1.0% false-positive rate)"
+    assert scored.reasons[1].startswith("domain check: none")
     assert broken.outcome == "error" and broken.details["calibrated_fpr"] == 0.01
     assert clf.describe()["threshold_source"] == "calibration"
 

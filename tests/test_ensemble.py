@@ -174,7 +174,7 @@ def test_a_campaign_spec_with_classifiers_runs_the_ensemble_in_the_pipeline(mode
                                       {"model": str(b), "fake_label": "synthetic", "weight": 3}],
                       "ensemble": {"threshold": 0.35, "review_threshold": 0.2}, "c2pa": False, "watermark": False},
     })
-    kwargs = CampaignRun._detector_kwargs(type("Run", (), {"spec": spec})())
+    kwargs = CampaignRun._detector_kwargs(type("Run", (), {"spec": spec, "_c2pa_trust": lambda self: None})())
     pipeline = DetectionPipeline(**kwargs, device="cpu")
     assert isinstance(pipeline.classifier, EnsembleClassifier) and pipeline.threshold == 0.35
     (analysis,) = pipeline.analyse([MediaInput(sha256="5" * 64, kind="image", data=_png(5))])

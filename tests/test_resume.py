@@ -249,6 +249,9 @@ def test_resume_of_unknown_campaign_names_it(tmp_path):
 
     from orchestrator.cli import app
 
+    from storage.db import Store
+
+    Store(f"sqlite:///{tmp_path / 'x.db'}").close()  # a deepwatch database, without that campaign
     result = CliRunner().invoke(app, ["campaign", "resume", "nope", "--db", f"sqlite:///{tmp_path / 'x.db'}"])
     assert result.exit_code != 0
     assert "no campaign named 'nope'" in result.output
