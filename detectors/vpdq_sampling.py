@@ -62,7 +62,7 @@ def dense_vpdq(
                 continue
             small = scaler.reformat(frame, width=side, height=side, format="rgb24", interpolation=_INTERPOLATION)
             bits, quality = pdqhash.compute(small.to_ndarray())
-            out.append(VpdqFrame(t_s=round(t, 4), quality=int(quality), hash_hex=_hex(bits)))
+            out.append(VpdqFrame(t_s=round(t, 3), quality=int(quality), hash_hex=_hex(bits)))
             last_t = t
             if len(out) >= max_frames:
                 break

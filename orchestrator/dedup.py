@@ -49,6 +49,8 @@ class Match:
     sha256: str
     distance: float  # bits for images; for videos, 1 - the smaller share of matching frames
     signal: str = "phash"
+    # Videos matched by vPDQ: where they line up (detectors.video_align.Alignment.as_dict()).
+    where: dict | None = None
 
 
 class PerceptualIndex:
@@ -146,24 +148,27 @@ class PerceptualIndex:
 
     def match_video(self, frame_hashes: list[str], vpdq: list | None = None) -> Match | None:
         """vPDQ (ThreatExchange's rule: frames within 31 bits, quality >= 50, half of each
-        video's frames found in the other) when both videos have usable vPDQ frames; the sampled
-        frame pHashes with the same share rule otherwise."""
+        video's frames found in the other) when both videos have usable vPDQ frames, with the
+        aligned time ranges in `Match.where`; the sampled frame pHashes with the same share
+        rule otherwise."""
         from detectors.hashing import video_match
-        from detectors.vpdq import vpdq_match
+        from detectors.video_align import align
 
         query = _frames(vpdq)
         best: Match | None = None
         for sha, known_frames, known_vpdq in self._videos:
+            where = None
             if _usable(query) and _usable(known_vpdq):
-                share = min(vpdq_match(query, known_vpdq))
-                matched, signal = share >= VPDQ_SHARE, "vpdq"
+                found = align(query, known_vpdq)
+                share, matched, signal = min(found.share_a, found.share_b), found.is_match, "vpdq"
+                where = found.as_dict()
             elif frame_hashes and known_frames:
                 matched, share = video_match(frame_hashes, known_frames, max_distance=self.video_frame_distance)
                 signal = "video-frames"
             else:
                 continue
             if matched and (best is None or 1 - share < best.distance):
-                best = Match(sha, round(1 - share, 4), signal)
+                best = Match(sha, round(1 - share, 4), signal, where)
         return best
 
 

@@ -178,12 +178,13 @@ def _image_hashes(data: bytes) -> tuple[str | None, int | None, Any]:
 
 
 def _vpdq_or_empty(data: bytes) -> tuple[tuple[float, int, str], ...]:
-    """vPDQ every half second (short clips need several frames for the share rule)."""
+    """vPDQ of every frame at 128x128 (detectors.vpdq_sampling: re-timed and trimmed copies
+    still share frames with the original, and hashing costs less than full-size samples did)."""
     from detectors.hashing import MediaDecodeError
-    from detectors.vpdq import vpdq_hashes
+    from detectors.vpdq_sampling import dense_vpdq
 
     try:
-        return tuple((f.t_s, f.quality, f.hash_hex) for f in vpdq_hashes(data, seconds_per_hash=0.5))
+        return tuple((f.t_s, f.quality, f.hash_hex) for f in dense_vpdq(data))
     except MediaDecodeError:
         return ()
 

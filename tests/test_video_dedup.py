@@ -1,0 +1,140 @@
+"""Dense vPDQ, alignment of edited copies, the known-fakes video bank and search by video."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import pytest
+
+from demo_platform import video_edits as E
+from detectors.pdq import pdq_distance
+from detectors.video_align import align
+from detectors.vpdq import VpdqFrame, vpdq_is_match
+from detectors.vpdq_sampling import dense_vpdq
+from orchestrator.dedup import PerceptualIndex
+from orchestrator.video_bank_check import check_video_bank
+from storage.bank_video import VideoBank, format_vpdq, parse_vpdq_text
+from tests.conftest import fixtures_dir
+
+CLIP = "pattern-sd-grey-bar"
+
+
+def _upstream(name: str) -> list[VpdqFrame]:
+    return parse_vpdq_text((fixtures_dir() / "vpdq" / "expected_hashes" / f"{name}.txt").read_text(), name)
+
+
+@lru_cache(maxsize=None)
+def _clip() -> tuple[bytes, tuple[VpdqFrame, ...]]:
+    data = (fixtures_dir() / "vpdq" / "videos" / f"{CLIP}.mp4").read_bytes()
+    return data, tuple(dense_vpdq(data))
+
+
+@lru_cache(maxsize=None)
+def _edited() -> tuple[VpdqFrame, ...]:
+    """The clip with its first 30% cut off, re-timed 30 -> 24 fps and re-encoded at crf 30."""
+    frames, fps = E.decode(_clip()[0])
+    return tuple(dense_vpdq(E.encode(E.retime(E.trim(frames, 0.3, 0.0), fps, 24), 24, crf=30)))
+
+
+def test_dense_hashes_are_upstreams_128px_hashes():
+    ours = _clip()[1]
+    upstream = _upstream(f"{CLIP}-128x128")
+    assert len(ours) == len(upstream) == 206  # every frame of a 6.9 s clip at 30 fps
+    dists = [pdq_distance(a.hash_hex, b.hash_hex) for a, b in zip(ours, upstream)]
+    assert max(dists) <= 12  # measured: median 2, max 6 (PyAV's swscale vs upstream's FFmpeg)
+    assert all(abs(a.t_s - b.t_s) < 0.002 for a, b in zip(ours, upstream))
+
+
+def test_trimmed_and_retimed_copy_aligns_with_ranges():
+    al = align(list(_edited()), list(_clip()[1]))
+    assert al.is_match and al.share_a >= 0.95  # every frame of the cut is in the original
+    assert 0.55 <= al.share_b <= 0.8  # the original's first 30% is not in the cut
+    seg = al.segments[0]
+    # 0-4.8 s of the cut is 2.06-6.87 s of the original
+    assert seg.a_start == pytest.approx(0.0, abs=0.1) and seg.a_end == pytest.approx(4.8, abs=0.15)
+    assert seg.b_start == pytest.approx(2.06, abs=0.15) and seg.b_end == pytest.approx(6.85, abs=0.15)
+    assert al.offset_s == pytest.approx(2.06, abs=0.15) and al.rate == pytest.approx(1.0, abs=0.03)
+    assert seg.describe("case X's video").startswith("0.0-4.8 s of this video = 2.")
+    # Same decision as the upstream rule on the same hashes, both ways round.
+    assert al.is_match == vpdq_is_match(list(_edited()), list(_clip()[1]))
+
+
+def test_unrelated_videos_do_not_align():
+    hd = parse_vpdq_text((fixtures_dir() / "vpdq" / "expected_hashes" / "pattern-hd-no-bar-128x128.txt").read_text())
+    al = align(hd, list(_clip()[1]))
+    assert not al.is_match and al.segments == () and (al.share_a, al.share_b) == (0.0, 0.0)
+
+
+def test_dedup_index_reports_where_a_video_matches():
+    index = PerceptualIndex()
+    index.add_video("o" * 64, [], [(f.t_s, f.quality, f.hash_hex) for f in _clip()[1]])
+    match = index.match_video([], [(f.t_s, f.quality, f.hash_hex) for f in _edited()])
+    assert match is not None and match.sha256 == "o" * 64 and match.signal == "vpdq"
+    assert match.where["segments"][0]["b"][0] == pytest.approx(2.06, abs=0.15)
+
+
+def test_bank_vpdq_round_trip_and_match(store, tmp_path):
+    bank = VideoBank(store)
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "rally.txt").write_text(format_vpdq(list(_clip()[1])))
+    assert bank.import_files([src], case_id="NEC-2026-0042") == (1, 0)
+    assert bank.import_files([src / "rally.txt"], case_id="NEC-2026-0042") == (0, 1)  # already banked
+    out = tmp_path / "out"
+    assert bank.export_dir(out) == 1
+    exported = out / "NEC-2026-0042" / "rally.txt"
+    assert exported.read_text() == (src / "rally.txt").read_text()
+    assert parse_vpdq_text(exported.read_text()) == list(_clip()[1])
+
+    hit = check_video_bank(store, [(f.t_s, f.quality, f.hash_hex) for f in _edited()])
+    assert hit is not None and hit["case_id"] == "NEC-2026-0042" and hit["match"]
+    assert "of this video = 2." in hit["reason"] and "case NEC-2026-0042's video" in hit["reason"]
+    hd = _upstream("pattern-hd-no-bar-128x128")
+    assert check_video_bank(store, [(f.t_s, f.quality, f.hash_hex) for f in hd]) is None
+
+
+GOOD = "0,100," + "ab" * 32 + ",0.000"
+
+
+@pytest.mark.parametrize("line, why", [
+    ("0,100," + "ab" * 32, "need 4 fields"),
+    ("x,100," + "ab" * 32 + ",0.0", "whole numbers"),
+    ("1,101," + "ab" * 32 + ",0.1", "quality must be 0-100"),
+    ("1,-5," + "ab" * 32 + ",0.1", "whole numbers"),
+    ("1,90," + "zz" * 32 + ",0.1", "64 hex digits"),
+    ("1,90," + "ab" * 31 + ",0.1", "64 hex digits"),
+    ("1,90," + "ab" * 32 + ",nan", "finite"),
+    ("1,90," + "ab" * 32 + ",inf", "finite"),
+    ("1,90," + "ab" * 32 + ",-1", "finite"),
+    ("0,90," + "ab" * 32 + ",0.1", "frame numbers must increase"),
+    ("1,90," + "ab" * 32 + ",1e999", "finite"),
+    ("1,90," + "ab" * 32 + ",0.1,extra", "need 4 fields"),
+])
+def test_hostile_vpdq_lines_import_nothing(store, tmp_path, line, why):
+    path = tmp_path / "evil.txt"
+    path.write_text(GOOD + "\n" + line + "\n")
+    bank = VideoBank(store)
+    with pytest.raises(ValueError, match=why) as err:
+        bank.import_files([path], case_id="NEC-1")
+    assert "line 2" in str(err.value)
+    assert len(bank) == 0
+
+
+def test_hostile_vpdq_files(store, tmp_path):
+    bank = VideoBank(store)
+    binary = tmp_path / "bin.txt"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(ValueError, match="not a text vPDQ file"):
+        bank.import_files([binary], case_id="NEC-1")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# only a comment\n")
+    with pytest.raises(ValueError, match="no frames"):
+        bank.import_files([empty], case_id="NEC-1")
+    with pytest.raises(ValueError, match="no such file"):
+        bank.import_files([tmp_path / "missing.txt"], case_id="NEC-1")
+    with pytest.raises(ValueError, match="case id"):
+        bank.import_files([binary], case_id="  ")
+    good = tmp_path / "good.txt"
+    good.write_text(GOOD + "\n")
+    with pytest.raises(ValueError):  # one bad file: the good one is not written either
+        bank.import_files([good, empty], case_id="NEC-1")
+    assert len(bank) == 0
