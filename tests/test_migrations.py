@@ -14,6 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlmodel import SQLModel
 
 import storage.bank  # noqa: F401  (bank_entry is part of the schema)
+import storage.bank_video  # noqa: F401  (bank_video, migration 0010)
 import storage.models  # noqa: F401
 from agents.base import Post
 from storage import migrate
@@ -124,7 +125,8 @@ def test_comparison_sees_a_schema_that_is_behind(store_url):
     diffs = _differences(store_url)
     added_tables = {d[1].name for d in diffs if d[0] == "add_table"}
     added_columns = {(d[2], d[3].name) for d in diffs if d[0] == "add_column"}
-    assert added_tables == {"custodyevent", "review", "seal", "livenesscheck", "user", "apitoken", "websession", "auditevent"}
+    assert added_tables == {"custodyevent", "review", "seal", "livenesscheck", "user", "apitoken", "websession", "auditevent",
+                            "bank_video"}
     assert ("evidence", "review_status") in added_columns and ("takedownrequest", "sent_at") in added_columns
 
 
