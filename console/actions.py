@@ -139,7 +139,7 @@ def review_and_seal(ctx: ConsoleContext, evidence_id: int, decision: str, review
 def search_by_image(ctx: ConsoleContext, data: bytes, limit: int = 20) -> dict[str, Any]:
     """{"query": hashes of the upload, "matches": near-duplicates seen, "bank": known-fake hits}.
     ValueError with a clear message for an empty, oversized or undecodable upload."""
-    from detectors.hashing import MediaDecodeError, image_phash
+    from detectors.hashing import MediaDecodeError, image_phash, sniff_mime
     from detectors.pdq import pdq_from_bytes
     from storage.similar import similar_images
 
@@ -147,6 +147,8 @@ def search_by_image(ctx: ConsoleContext, data: bytes, limit: int = 20) -> dict[s
         raise ValueError("the uploaded image is empty")
     if len(data) > MAX_IMAGE_BYTES:
         raise ValueError(f"the uploaded image is larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MB")
+    if (sniff_mime(data) or "").startswith("video/"):
+        return search_by_video(ctx, data, limit)
     try:
         phash = image_phash(data)
         pdq, quality = pdq_from_bytes(data)
@@ -154,6 +156,21 @@ def search_by_image(ctx: ConsoleContext, data: bytes, limit: int = 20) -> dict[s
         raise ValueError(f"the upload is not an image deepwatch can read: {exc}") from None
     found = similar_images(ctx.store, phash=phash, pdq=pdq, limit=limit)
     return {"query": {"phash": phash, "pdq": pdq, "pdq_quality": quality}, **found}
+
+
+def search_by_video(ctx: ConsoleContext, data: bytes, limit: int = 20) -> dict[str, Any]:
+    """Videos seen before and banked fakes matching an uploaded video, each with where they align."""
+    from detectors.hashing import MediaDecodeError
+    from detectors.vpdq_sampling import dense_vpdq
+    from storage.similar_video import similar_videos
+
+    try:
+        frames = dense_vpdq(data)
+    except MediaDecodeError as exc:
+        raise ValueError(f"the upload is not a video deepwatch can read: {exc}") from None
+    query = {"kind": "video", "frames": len(frames), "good_frames": sum(f.quality >= 50 for f in frames),
+             "duration_s": frames[-1].t_s, "pdq": None, "phash": None, "pdq_quality": None}
+    return {"query": query, **similar_videos(ctx.store, frames, limit=limit)}
 
 
 # -- takedowns ----------------------------------------------------------------------------------
@@ -239,6 +256,6 @@ def jsonable(value: Any) -> Any:
 
 __all__ = [
     "ConsoleContext", "NotFound", "ReviewError", "ReviewResult", "TakedownError", "build_packet", "campaign_names",
-    "evidence_view", "jsonable", "packet_zip", "parse_ids", "review_and_seal", "search_by_image", "takedown_json",
+    "evidence_view", "jsonable", "packet_zip", "parse_ids", "review_and_seal", "search_by_image", "search_by_video", "takedown_json",
     "takedown_view",
 ]

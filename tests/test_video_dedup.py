@@ -138,3 +138,53 @@ def test_hostile_vpdq_files(store, tmp_path):
     with pytest.raises(ValueError):  # one bad file: the good one is not written either
         bank.import_files([good, empty], case_id="NEC-1")
     assert len(bank) == 0
+
+
+def _as_rows(frames) -> list[list]:
+    return [[f.t_s, f.quality, f.hash_hex] for f in frames]
+
+
+def test_similar_by_video_finds_the_original_and_says_where(store):
+    from storage import models as m
+    from storage.similar_video import similar_videos
+
+    original, other = "a" * 64, "b" * 64
+    with store.session() as s:
+        s.add(m.Media(sha256=original, kind="video", mime="video/mp4", size=1, vpdq=_as_rows(_clip()[1]),
+                      verdict="likely_fake", score=0.9))
+        s.add(m.Media(sha256=other, kind="video", mime="video/mp4", size=1,
+                      vpdq=_as_rows(_upstream("pattern-hd-no-bar-128x128"))))
+        s.commit()
+    VideoBank(store).add(list(_clip()[1]), case_id="NEC-2026-0042", name="rally", source="review")
+    found = similar_videos(store, list(_edited()))
+    [hit] = found["matches"]  # the unrelated portrait clip is not listed
+    assert hit["sha256"] == original and hit["verdict"] == "likely_fake" and hit["signal"] == "vpdq"
+    assert hit["where"].startswith("0.0-4.8 s of this video = 2.")
+    [bank] = found["bank"]
+    assert bank["case_id"] == "NEC-2026-0042" and bank["segments"][0]["b"][0] == pytest.approx(2.06, abs=0.15)
+    assert similar_videos(store, []) == {"matches": [], "bank": []}
+
+
+def test_console_search_takes_a_video(store, blobs, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from console.app import create_app
+    from console.auth import create_user
+
+    VideoBank(store).add(list(_clip()[1]), case_id="NEC-2026-0042", name="rally", source="review")
+    create_user(store, "ivan", "correct horse battery staple", "investigator")
+    app = create_app(store.url, str(blobs.root), packets_root=str(tmp_path / "p"), key_dir=str(tmp_path / "k"))
+    try:
+        from console.auth import issue_token
+
+        headers = {"Authorization": f"Bearer {issue_token(store, 'ivan', 'test')}"}
+        data = (fixtures_dir() / "vpdq" / "videos" / "pattern-sd-with-small-logo-bar.mp4").read_bytes()
+        found = TestClient(app).post("/api/v1/search/image", files={"image": ("q.mp4", data, "video/mp4")},
+                                     headers=headers)
+        assert found.status_code == 200, found.text
+        body = found.json()
+        assert body["query"]["kind"] == "video" and body["query"]["frames"] == 206
+        assert [b["case_id"] for b in body["bank"]] == ["NEC-2026-0042"]
+        assert "0.0-6.8 s of this video = 0.0-6.8 s" in body["bank"][0]["reason"]
+    finally:
+        app.state.console.store.close()
