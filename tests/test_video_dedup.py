@@ -186,5 +186,11 @@ def test_console_search_takes_a_video(store, blobs, tmp_path):
         assert body["query"]["kind"] == "video" and body["query"]["frames"] == 206
         assert [b["case_id"] for b in body["bank"]] == ["NEC-2026-0042"]
         assert "0.0-6.8 s of this video = 0.0-6.8 s" in body["bank"][0]["reason"]
+        from tests.test_console_api import client_for, csrf_of
+
+        client = client_for(app, "ivan")
+        page = client.post("/search-image", files={"image": ("q.mp4", data, "video/mp4")},
+                           data={"csrf_token": csrf_of(client)})
+        assert page.status_code == 200 and "206 frames hashed" in page.text and 'data-testid="bank-match"' in page.text
     finally:
         app.state.console.store.close()
