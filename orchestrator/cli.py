@@ -357,12 +357,14 @@ def scan(
         None, min=0.0, max=1.0, help="Fake at or above this score (default: the model's calibrated threshold, else 0.5)"),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per input, one per line"),
     allow_network: list[str] = typer.Option([], "--allow-network", help="CIDR that URLs may resolve to (e.g. 127.0.0.0/8)"),
+    vpdq_dir: Optional[Path] = typer.Option(None, "--vpdq-dir", help="Write each video's vPDQ frames here (<sha256>.txt, ThreatExchange format) instead of inline in --json"),
 ) -> None:
     """Analyse files or URLs without a campaign."""
     from orchestrator.scan import scan_inputs
 
     model = model or _default_model()
-    for result in scan_inputs(inputs, model=model, threshold=threshold, allow_networks=tuple(allow_network)):
+    for result in scan_inputs(inputs, model=model, threshold=threshold, allow_networks=tuple(allow_network),
+                              vpdq_dir=str(vpdq_dir) if vpdq_dir else None):
         if as_json:
             typer.echo(json.dumps(result, ensure_ascii=False, default=str))
         else:

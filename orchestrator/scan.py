@@ -10,7 +10,8 @@ from agents.base import Drop, MediaRef
 
 
 def scan_inputs(
-    inputs: list[str], *, model: str | None, threshold: float | None = None, allow_networks: tuple[str, ...] = ()
+    inputs: list[str], *, model: str | None, threshold: float | None = None, allow_networks: tuple[str, ...] = (),
+    vpdq_dir: str | None = None,
 ) -> Iterator[dict[str, Any]]:
     from detectors.base import MediaInput
     from detectors.hashing import MediaDecodeError, probe_media
@@ -56,7 +57,27 @@ def scan_inputs(
                 "frame_hashes": list(info.frame_hashes),
                 "detections": [d.to_dict() for d in analysis.detections],
                 "verdict": {"band": v.band, "score": v.score, "reasons": list(v.reasons)},
+                **(_vpdq_fields(data, sha, vpdq_dir) if info.kind == "video" else {}),
             }
     finally:
         if fetcher is not None:
             fetcher.close()
+
+
+def _vpdq_fields(data: bytes, sha: str, vpdq_dir: str | None) -> dict[str, Any]:
+    """The video's vPDQ frames, so a result can be banked or matched elsewhere: inline as
+    [[t_s, quality, hash], ...], or with `vpdq_dir` as <sha256>.txt in ThreatExchange's format."""
+    from detectors.hashing import MediaDecodeError
+    from detectors.vpdq_sampling import dense_vpdq
+    from storage.bank_video import format_vpdq
+
+    try:
+        frames = dense_vpdq(data)
+    except MediaDecodeError as exc:
+        return {"vpdq_error": str(exc)}
+    if vpdq_dir is None:
+        return {"vpdq": [[f.t_s, f.quality, f.hash_hex] for f in frames]}
+    target = Path(vpdq_dir) / f"{sha}.txt"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(format_vpdq(frames), encoding="ascii")
+    return {"vpdq_file": str(target), "vpdq_frames": len(frames)}

@@ -194,3 +194,14 @@ def test_console_search_takes_a_video(store, blobs, tmp_path):
         assert page.status_code == 200 and "206 frames hashed" in page.text and 'data-testid="bank-match"' in page.text
     finally:
         app.state.console.store.close()
+
+
+def test_scan_carries_vpdq_frames_inline_or_as_a_file(tmp_path):
+    from orchestrator.scan import scan_inputs
+
+    clip = str(fixtures_dir() / "vpdq" / "videos" / f"{CLIP}.mp4")
+    [inline] = list(scan_inputs([clip], model=None))
+    assert [tuple(f) for f in inline["vpdq"]] == [(f.t_s, f.quality, f.hash_hex) for f in _clip()[1]]
+    [written] = list(scan_inputs([clip], model=None, vpdq_dir=str(tmp_path)))
+    assert "vpdq" not in written and written["vpdq_frames"] == 206
+    assert parse_vpdq_text(open(written["vpdq_file"]).read()) == list(_clip()[1])
