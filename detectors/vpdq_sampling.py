@@ -1,4 +1,4 @@
-"""Dense vPDQ: a PDQ hash of every decoded frame, each frame shrunk to 128x128 first.
+"""Dense vPDQ: a PDQ hash of every decoded frame, each frame shrunk to 64x64 first.
 
 Why every frame: hashes taken at fixed times (one or two a second) land on different frames
 when a copy is re-timed (another frame rate) or trimmed by a fraction of a second, and on a
@@ -6,12 +6,15 @@ clip with motion those frames are 40-90 bits apart, so a re-upload at 24 fps sha
 of its frames with the original. Upstream vPDQ hashes every frame; so do we, which makes our
 share the upstream rule's share on the same videos.
 
-Why 128x128: PDQ reads a 64x64 down-sample of the luma, so a frame scaled to 128x128 by
-swscale (upstream's own "-128x128" mode, whose hashes the fixtures carry) keeps what PDQ
-looks at; hashing then costs ~0.25 ms a frame against ~4-18 ms at native size. Decoding the
-stream, which the old sampler also did in full, stays the dominant cost, so hashing all
-frames costs less per video-minute than hashing two full-size frames a second did
-(bench/video_dedup.py measures both).
+Why 64x64: PDQ reads a 64x64 down-sample of the luma; at native size its Jarosz box filters
+blur the frame first (a window of width/128), so a frame swscale shrinks to 64x64 lands close
+to the native hash (on the fixtures: median 10-12 bits from upstream's native-size hashes, every
+clip sharing >= 0.99 of its frames with upstream's), while 128x128 (window 1, no blur) aliases:
+2 bits from upstream's own "-128x128" hashes but 12-14 from the native ones, and a logo took a
+copy's share from upstream's 0.62 to 0.37. Hashing at 64x64 costs ~0.1 ms a frame against
+4-18 ms at native size, so decoding the stream, which the old sampler also did in full,
+dominates, and hashing all frames costs less per video-minute than hashing two full-size frames
+a second did (bench/video_dedup.py measures both).
 """
 from __future__ import annotations
 
@@ -20,14 +23,14 @@ from typing import Any
 from detectors.hashing import MediaDecodeError, sniff_mime
 from detectors.vpdq import VpdqFrame
 
-HASH_SIDE = 128
+HASH_SIDE = 64
 # At most this many frames a second are hashed (a 60 fps video gives every second frame): more
 # adds frames 17 ms apart whose hashes repeat their neighbours'.
 MAX_FPS = 30.0
 # A hostile or very long video stops being hashed here (one hour at 30 fps); the frames hashed
 # so far still match and align.
 MAX_FRAMES = 108_000
-# swscale's interpolation; upstream scales with FFmpeg's default (bicubic).
+# swscale's interpolation (FFmpeg's default; AREA and BILINEAR measured no better).
 _INTERPOLATION = "BICUBIC"
 
 

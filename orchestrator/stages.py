@@ -178,7 +178,7 @@ def _image_hashes(data: bytes) -> tuple[str | None, int | None, Any]:
 
 
 def _vpdq_or_empty(data: bytes) -> tuple[tuple[float, int, str], ...]:
-    """vPDQ of every frame at 128x128 (detectors.vpdq_sampling: re-timed and trimmed copies
+    """vPDQ of every frame at 64x64 (detectors.vpdq_sampling: re-timed and trimmed copies
     still share frames with the original, and hashing costs less than full-size samples did)."""
     from detectors.hashing import MediaDecodeError
     from detectors.vpdq_sampling import dense_vpdq

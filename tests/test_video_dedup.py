@@ -8,7 +8,7 @@ import pytest
 from demo_platform import video_edits as E
 from detectors.pdq import pdq_distance
 from detectors.video_align import align
-from detectors.vpdq import VpdqFrame, vpdq_is_match
+from detectors.vpdq import VpdqFrame, vpdq_is_match, vpdq_match
 from detectors.vpdq_sampling import dense_vpdq
 from orchestrator.dedup import PerceptualIndex
 from orchestrator.video_bank_check import check_video_bank
@@ -35,13 +35,15 @@ def _edited() -> tuple[VpdqFrame, ...]:
     return tuple(dense_vpdq(E.encode(E.retime(E.trim(frames, 0.3, 0.0), fps, 24), 24, crf=30)))
 
 
-def test_dense_hashes_are_upstreams_128px_hashes():
+def test_dense_hashes_are_close_to_upstreams_native_hashes():
     ours = _clip()[1]
-    upstream = _upstream(f"{CLIP}-128x128")
+    upstream = _upstream(CLIP)
     assert len(ours) == len(upstream) == 206  # every frame of a 6.9 s clip at 30 fps
-    dists = [pdq_distance(a.hash_hex, b.hash_hex) for a, b in zip(ours, upstream)]
-    assert max(dists) <= 12  # measured: median 2, max 6 (PyAV's swscale vs upstream's FFmpeg)
     assert all(abs(a.t_s - b.t_s) < 0.002 for a, b in zip(ours, upstream))
+    dists = sorted(pdq_distance(a.hash_hex, b.hash_hex) for a, b in zip(ours, upstream))
+    assert dists[len(dists) // 2] <= 16  # measured: median 10, max 28 (64 px via swscale vs native)
+    # Same rule on our hashes and upstream's: every frame has its counterpart within 31 bits.
+    assert min(vpdq_match(list(ours), upstream)) >= 0.95
 
 
 def test_trimmed_and_retimed_copy_aligns_with_ranges():
