@@ -207,3 +207,35 @@ def test_scan_carries_vpdq_frames_inline_or_as_a_file(tmp_path):
     [written] = list(scan_inputs([clip], model=None, vpdq_dir=str(tmp_path)))
     assert "vpdq" not in written and written["vpdq_frames"] == 206
     assert parse_vpdq_text(open(written["vpdq_file"]).read()) == list(_clip()[1])
+
+
+def test_campaign_judges_a_retimed_copy_of_a_banked_video_by_the_bank(store):
+    """The campaign driver's bank check on a real store: a video whose frames match a banked
+    fake video is judged by that match, with where it aligns. (The driver is built without its
+    crawl: only its bank check runs here; the full campaign is tests/test_campaign_e2e.py.)"""
+    from collections import Counter
+
+    from orchestrator.campaign import CampaignRun
+    from orchestrator.stages import MediaRecord
+    from orchestrator.writer_retry import RetryingStore
+    from storage.bank import KnownFakesBank
+
+    VideoBank(store).add(list(_clip()[1]), case_id="NEC-2026-0042", name="rally", source="review")
+    run = CampaignRun.__new__(CampaignRun)
+    run.store = RetryingStore(store, max_wait_s=0)
+    run.bank, run.video_bank = KnownFakesBank(store), VideoBank(store)
+    run.counts, run.progress = Counter(), lambda counts: None
+    sha = "c" * 64
+    rows = tuple((f.t_s, f.quality, f.hash_hex) for f in _edited())
+    store.upsert_media(sha256=sha, kind="video", mime="video/mp4", size=1, vpdq=[list(r) for r in rows])
+    item = MediaRecord(url="https://x.test/v.mp4", sha256=sha, kind="video", mime="video/mp4", size=1, width=None,
+                       height=None, duration_s=None, phash=None, frame_hashes=(), vpdq=rows)
+    assert run._judge_by_bank(item)
+    assert store.get_media(sha).bank_case == "NEC-2026-0042" and run.counts["bank_matches"] == 1
+    [det] = store.detections_for(sha)
+    assert det.details["segments"][0]["b"][0] == pytest.approx(2.06, abs=0.15)
+    assert "of case NEC-2026-0042's video" in det.reasons[0]
+    other = MediaRecord(url="https://x.test/w.mp4", sha256="d" * 64, kind="video", mime="video/mp4", size=1, width=None,
+                        height=None, duration_s=None, phash=None, frame_hashes=(),
+                        vpdq=tuple((f.t_s, f.quality, f.hash_hex) for f in _upstream("pattern-hd-no-bar")))
+    assert not run._judge_by_bank(other)
