@@ -83,7 +83,7 @@ def frame_codes(frames: Sequence[VpdqFrame], quality: int = PDQ_QUALITY_CUTOFF) 
     except ValueError:
         raise ValueError("vPDQ frame hashes must be hex") from None
     codes = np.frombuffer(raw, dtype=">u8").astype(np.uint64).reshape(len(good), 4)
-    return np.array([f.t_s for f in good], dtype=float), codes
+    return np.array([f.t_s for f in good], dtype=np.float32).astype(float), codes
 
 
 def _close_pairs(ca: np.ndarray, cb: np.ndarray, distance: int):
@@ -133,8 +133,14 @@ def align(
 
     Raises ValueError for a frame whose hash is not 64 hex characters.
     """
-    ta, ca = frame_codes(a, quality)
-    tb, cb = frame_codes(b, quality)
+    return align_coded(frame_codes(a, quality), frame_codes(b, quality), distance)
+
+
+def align_coded(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray],
+                distance: int = PDQ_MATCH_DISTANCE) -> Alignment:
+    """`align` on (times, codes) that `frame_codes` made: callers that keep many videos (the
+    dedup index) hold them in this compact form (36 bytes a frame) rather than as objects."""
+    (ta, ca), (tb, cb) = a, b
     if len(ca) == 0 or len(cb) == 0:
         return Alignment(0.0, 0.0, (), 1.0, 0.0)
     any_a, any_b, pi, pj = _close_pairs(ca, cb, distance)
@@ -181,4 +187,4 @@ def align(
     return Alignment(share_a, share_b, tuple(segments[:MAX_SEGMENTS]), rate, offset)
 
 
-__all__ = ["Alignment", "Segment", "align", "frame_codes"]
+__all__ = ["Alignment", "Segment", "align", "align_coded", "frame_codes"]
