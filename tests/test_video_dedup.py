@@ -239,3 +239,23 @@ def test_campaign_judges_a_retimed_copy_of_a_banked_video_by_the_bank(store):
                         height=None, duration_s=None, phash=None, frame_hashes=(),
                         vpdq=tuple((f.t_s, f.quality, f.hash_hex) for f in _upstream("pattern-hd-no-bar")))
     assert not run._judge_by_bank(other)
+
+
+def test_extended_and_sped_up_copies_align():
+    """A longer cut (2 s of another scene before the clip) and a copy played 1.25x faster."""
+    import numpy as np
+    from PIL import Image
+
+    from demo_platform import video
+
+    frames, fps = E.decode(_clip()[0])
+    h, w = frames[0].shape[:2]
+    intro = [np.asarray(Image.fromarray(f).resize((w, h))) for f in video.render_clip(np.random.default_rng(5), manipulated=False)]
+    longer = align(dense_vpdq(E.encode(E.retime(intro, 10, fps) + frames, fps)), list(_clip()[1]))
+    assert longer.is_match and longer.share_b == 1.0
+    seg = longer.segments[0]
+    assert seg.a_start == pytest.approx(2.0, abs=0.15) and seg.b_start == pytest.approx(0.0, abs=0.1)
+    assert longer.offset_s == pytest.approx(-2.0, abs=0.15)
+    faster = align(dense_vpdq(E.encode(frames, fps * 1.25)), list(_clip()[1]))
+    assert faster.is_match and faster.rate == pytest.approx(1.25, abs=0.06)
+    assert faster.segments[0].a_end == pytest.approx(5.4, abs=0.15) and faster.segments[0].b_end == pytest.approx(6.8, abs=0.15)
