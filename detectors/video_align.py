@@ -27,7 +27,7 @@ MAX_SEGMENTS = 8
 # Each frame votes with at most this many of its nearest frames in the other video: a still
 # shot matches itself everywhere and would otherwise cast N x M votes.
 _NEAREST = 4
-_ROWS_PER_BLOCK = 2048  # distance-matrix rows computed at once (2048 x 18000 uint16 = 74 MB)
+_ROWS_PER_BLOCK = 256  # distance-matrix rows at once: small blocks stay in cache (faster than 1024 or 2048)
 
 
 @dataclass(frozen=True)
@@ -99,14 +99,22 @@ def _close_pairs(ca: np.ndarray, cb: np.ndarray, distance: int):
         for w in range(4):
             dist += np.bitwise_count(block[:, w, None] ^ cb[None, :, w]).astype(np.uint16)
         close = dist <= distance
-        any_a[start : start + len(block)] = close.any(axis=1)
+        hit = close.any(axis=1)
+        any_a[start : start + len(block)] = hit
         any_b |= close.any(axis=0)
-        nearest = np.argpartition(dist, k - 1, axis=1)[:, :k] if k < len(cb) else np.tile(np.arange(len(cb)), (len(block), 1))
-        rows = np.repeat(np.arange(len(block)), nearest.shape[1])
+        # Nearest neighbours only for rows that have a close frame: unrelated videos skip this.
+        rows_hit = np.flatnonzero(hit)
+        if not len(rows_hit):
+            continue
+        sub = dist[rows_hit]
+        nearest = np.argpartition(sub, k - 1, axis=1)[:, :k] if k < len(cb) else np.tile(np.arange(len(cb)), (len(sub), 1))
+        rows = np.repeat(rows_hit, nearest.shape[1])
         cols = nearest.ravel()
         keep = close[rows, cols]
         pi.append(rows[keep] + start)
         pj.append(cols[keep])
+    if not pi:
+        return any_a, any_b, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     return any_a, any_b, np.concatenate(pi), np.concatenate(pj)
 
 
