@@ -168,8 +168,10 @@ def search_by_video(ctx: ConsoleContext, data: bytes, limit: int = 20) -> dict[s
         frames = dense_vpdq(data)
     except MediaDecodeError as exc:
         raise ValueError(f"the upload is not a video deepwatch can read: {exc}") from None
-    query = {"kind": "video", "frames": len(frames), "good_frames": sum(f.quality >= 50 for f in frames),
-             "duration_s": frames[-1].t_s, "pdq": None, "phash": None, "pdq_quality": None}
+    plain = [f for f in frames if not f.cropped]
+    query = {"kind": "video", "frames": len(plain), "good_frames": sum(f.quality >= 50 for f in plain),
+             "bars_cut": len(plain) < len(frames), "duration_s": plain[-1].t_s, "pdq": None, "phash": None,
+             "pdq_quality": None}
     return {"query": query, **similar_videos(ctx.store, frames, limit=limit)}
 
 

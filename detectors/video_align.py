@@ -13,7 +13,7 @@ two pieces of a video yields two segments with their own offsets.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -49,6 +49,8 @@ class Alignment:
     segments: tuple[Segment, ...]  # longest first
     rate: float  # b seconds per a second in the main segment (1.0: same speed)
     offset_s: float  # b_time = rate * a_time + offset_s in the main segment
+    # Which hashes matched: "plain" (upstream's), or with static bars cut away from "a", "b" or "both".
+    cropped: str = "plain"
 
     @property
     def is_match(self) -> bool:
@@ -62,7 +64,7 @@ class Alignment:
     def as_dict(self) -> dict:
         return {
             "share_a": round(self.share_a, 4), "share_b": round(self.share_b, 4), "match": self.is_match,
-            "rate": round(self.rate, 4), "offset_s": round(self.offset_s, 3),
+            "rate": round(self.rate, 4), "offset_s": round(self.offset_s, 3), "cropped": self.cropped,
             "segments": [
                 {"a": [round(s.a_start, 3), round(s.a_end, 3)], "b": [round(s.b_start, 3), round(s.b_end, 3)], "pairs": s.pairs}
                 for s in self.segments
@@ -139,9 +141,32 @@ def align(
 ) -> Alignment:
     """Upstream shares of a in b and b in a, and the time ranges where they line up.
 
-    Raises ValueError for a frame whose hash is not 64 hex characters.
+    Frames marked `cropped` (the picture inside static bars) are a second hash sequence: the
+    best of plain-plain and each pairing with a cropped side decides, so a copy with bars added
+    or removed matches. Raises ValueError for a frame whose hash is not 64 hex characters.
     """
-    return align_coded(frame_codes(a, quality), frame_codes(b, quality), distance)
+    return align_variants(variant_codes(a, quality), variant_codes(b, quality), distance)
+
+
+Coded = tuple[np.ndarray, np.ndarray]
+
+
+def variant_codes(frames: Sequence[VpdqFrame], quality: int = PDQ_QUALITY_CUTOFF) -> tuple[Coded, Coded]:
+    """(plain, cropped) `frame_codes` of a frame list."""
+    return (frame_codes([f for f in frames if not f.cropped], quality),
+            frame_codes([f for f in frames if f.cropped], quality))
+
+
+def align_variants(a: tuple[Coded, Coded], b: tuple[Coded, Coded], distance: int = PDQ_MATCH_DISTANCE) -> Alignment:
+    """The best alignment of plain-plain, cropped-plain, plain-cropped and cropped-cropped (by
+    the smaller share); pairings with an empty side are skipped, so videos without bars cost one."""
+    best = align_coded(a[0], b[0], distance)
+    for x, y, name in ((a[1], b[0], "a"), (a[0], b[1], "b"), (a[1], b[1], "both")):
+        if len(x[1]) and len(y[1]):
+            found = align_coded(x, y, distance)
+            if min(found.share_a, found.share_b) > min(best.share_a, best.share_b):
+                best = replace(found, cropped=name)
+    return best
 
 
 def align_coded(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray],
@@ -195,4 +220,4 @@ def align_coded(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarra
     return Alignment(share_a, share_b, tuple(segments[:MAX_SEGMENTS]), rate, offset)
 
 
-__all__ = ["Alignment", "Segment", "align", "align_coded", "frame_codes"]
+__all__ = ["Alignment", "Segment", "align", "align_coded", "align_variants", "frame_codes", "variant_codes"]

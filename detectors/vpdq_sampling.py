@@ -20,7 +20,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from detectors.hashing import MediaDecodeError, sniff_mime
+from detectors.video_bars import PROBE_SIDE, bar_box
 from detectors.vpdq import VpdqFrame
 
 HASH_SIDE = 64
@@ -32,12 +35,16 @@ MAX_FPS = 30.0
 MAX_FRAMES = 108_000
 # swscale's interpolation (FFmpeg's default; AREA and BILINEAR measured no better).
 _INTERPOLATION = "BICUBIC"
+# Frames looked at (one second at 30 fps) to decide whether the video has static bars; if it
+# does, every frame also gets a hash of the picture inside them (VpdqFrame.cropped).
+PROBE_FRAMES = 30
 
 
 def dense_vpdq(
     data: bytes, *, side: int = HASH_SIDE, max_fps: float = MAX_FPS, max_frames: int = MAX_FRAMES
 ) -> list[VpdqFrame]:
-    """PDQ and quality of every frame (at most `max_fps` a second), in time order.
+    """PDQ and quality of every frame (at most `max_fps` a second), in time order; for a video
+    with static bars, followed by the cropped hashes of the same frames (`cropped=True`).
 
     Raises MediaDecodeError for bytes that are not a decodable video (a still image
     included), ValueError for a non-positive side, rate or frame limit.
@@ -54,10 +61,15 @@ def dense_vpdq(
     if mime is not None and not mime.startswith("video/"):
         raise MediaDecodeError(f"not a video: sniffed {mime}")
     container = _open(data)
-    # One reformatter for the whole walk keeps its swscale context between frames.
+    # One reformatter per size for the whole walk keeps each swscale context between frames.
     scaler: Any = VideoReformatter()
+    prober: Any = VideoReformatter()
     gap = 1.0 / max_fps - 1e-3  # a frame this far after the last hashed one is hashed
     out: list[VpdqFrame] = []
+    probe: list[tuple[float, Any]] = []  # the first frames at PROBE_SIDE, until bars are decided
+    box: tuple[int, int, int, int] | None = None
+    decided = False
+    cropped: list[VpdqFrame] = []
     last_t = None
     try:
         for t, frame in _decoded_frames(container):
@@ -67,13 +79,39 @@ def dense_vpdq(
             bits, quality = pdqhash.compute(small.to_ndarray())
             out.append(VpdqFrame(t_s=round(t, 3), quality=int(quality), hash_hex=_hex(bits)))
             last_t = t
+            if not decided or box is not None:
+                big = prober.reformat(frame, width=PROBE_SIDE, height=PROBE_SIDE, format="rgb24",
+                                      interpolation=_INTERPOLATION).to_ndarray()
+                if decided:
+                    cropped.append(_cropped(t, big, box, side))
+                else:
+                    probe.append((t, big))
+                    if len(probe) >= PROBE_FRAMES:
+                        box, decided = bar_box([b for _, b in probe]), True
+                        cropped += [_cropped(pt, b, box, side) for pt, b in probe] if box else []
+                        probe = []
             if len(out) >= max_frames:
                 break
     finally:
         container.close()
     if not out:
         raise MediaDecodeError("corrupt video: no frame decodes")
-    return out
+    if not decided:  # a video shorter than the probe
+        box = bar_box([b for _, b in probe])
+        cropped = [_cropped(pt, b, box, side) for pt, b in probe] if box else []
+    return out + cropped
 
+
+def _cropped(t: float, big: Any, box: tuple[int, int, int, int], side: int) -> VpdqFrame:
+    """The PDQ of the picture inside the bars, scaled to side x side as plain frames are."""
+    import pdqhash
+    from PIL import Image
+
+    from detectors.pdq import _hex
+
+    top, bottom, left, right = box
+    inner = Image.fromarray(big[top:bottom, left:right]).resize((side, side), Image.Resampling.BICUBIC)
+    bits, quality = pdqhash.compute(np.asarray(inner))
+    return VpdqFrame(t_s=round(t, 3), quality=int(quality), hash_hex=_hex(bits), cropped=True)
 
 __all__ = ["HASH_SIDE", "MAX_FPS", "MAX_FRAMES", "dense_vpdq"]

@@ -42,13 +42,14 @@ def similar_video(data: bytes, name: str, store: Any, *, limit: int, as_json: bo
     except MediaDecodeError as exc:
         fail(f"{name}: {exc}")
     found = similar_videos(store, frames, limit=limit)
-    good = sum(f.quality >= 50 for f in frames)
-    query = {"kind": "video", "frames": len(frames), "good_frames": good,
-             "duration_s": frames[-1].t_s if frames else 0.0}
+    plain = [f for f in frames if not f.cropped]  # cropped: the same frames inside static bars
+    good = sum(f.quality >= 50 for f in plain)
+    query = {"kind": "video", "frames": len(plain), "good_frames": good, "bars_cut": len(plain) < len(frames),
+             "duration_s": plain[-1].t_s if plain else 0.0}
     if as_json:
         typer.echo(json.dumps({"query": query, **found}, indent=2, ensure_ascii=False, default=str))
         return
-    table = Table(title=f"videos like {escape(name)} ({len(frames)} frames hashed, {good} usable)")
+    table = Table(title=f"videos like {escape(name)} ({len(plain)} frames hashed, {good} usable)")
     for col in ("sha256", "shares", "where", "verdict", "bank case", "example post"):
         table.add_column(col)
     for r in found["matches"]:

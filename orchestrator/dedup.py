@@ -67,7 +67,8 @@ class PerceptualIndex:
         self._pdq = _PdqSlots(slots=2)
         self._phash_index = BinaryHashIndex(bits=64)
         self._pdq_index = BinaryHashIndex(bits=256)
-        # Per video: (sha256, frame pHashes, (times, uint64 codes) of its usable vPDQ frames).
+        # Per video: (sha256, frame pHashes, ((times, uint64 codes) of its usable plain vPDQ
+        # frames, the same of its bar-cropped ones)).
         self._videos: list[tuple[str, list[str], tuple]] = []
         # Two frames a second of every known video, so a query is aligned only against videos
         # that share a close frame with it (a full alignment costs ~N x M frame distances).
@@ -78,7 +79,7 @@ class PerceptualIndex:
 
     def nbytes(self) -> int:
         """Bytes held for images (hash tables, names, PDQ slots) and videos' frame arrays and index."""
-        videos = sum(t.nbytes + c.nbytes for _s, _f, (t, c) in self._videos) + self._video_frames.nbytes()
+        videos = sum(t.nbytes + c.nbytes for _s, _f, coded in self._videos for t, c in coded) + self._video_frames.nbytes()
         return self._phash_index.nbytes() + self._pdq_index.nbytes() + self._sha.nbytes() + self._pdq.nbytes() + videos
 
     def size(self) -> int:
@@ -99,15 +100,17 @@ class PerceptualIndex:
         self._pdq.append(usable)
 
     def add_video(self, sha256: str, frame_hashes: list[str], vpdq: list | None = None) -> None:
-        from detectors.video_align import frame_codes
+        from detectors.video_align import variant_codes
 
         if frame_hashes or vpdq:
-            good = [f for f in _frames(vpdq) if f.quality >= PDQ_QUALITY_MIN]
+            frames = _frames(vpdq)
             ident = len(self._videos)
-            self._videos.append((sha256, list(frame_hashes), frame_codes(good, PDQ_QUALITY_MIN)))
-            sampled = [f.hash_hex for i, f in enumerate(good) if i == 0 or int(f.t_s * 2) != int(good[i - 1].t_s * 2)]
-            if sampled:
-                self._video_frames.add([ident] * len(sampled), sampled)
+            self._videos.append((sha256, list(frame_hashes), variant_codes(frames, PDQ_QUALITY_MIN)))
+            for cropped in (False, True):  # plain hashes, and those of the picture inside bars
+                good = [f for f in frames if f.quality >= PDQ_QUALITY_MIN and f.cropped == cropped]
+                sampled = [f.hash_hex for i, f in enumerate(good) if i == 0 or int(f.t_s * 2) != int(good[i - 1].t_s * 2)]
+                if sampled:
+                    self._video_frames.add([ident] * len(sampled), sampled)
 
     def match_image(self, phash_hex: str | None, pdq_hex: str | None = None, pdq_quality: int | None = None,
                     region: RegionHashes | None = None, image: Any = None) -> Match | None:
@@ -165,10 +168,12 @@ class PerceptualIndex:
         aligned time ranges in `Match.where`; the sampled frame pHashes with the same share
         rule otherwise."""
         from detectors.hashing import video_match
-        from detectors.video_align import align_coded, frame_codes
+        from detectors.video_align import align_variants, variant_codes
 
-        good = [f for f in _frames(vpdq) if f.quality >= PDQ_QUALITY_MIN]
-        query = frame_codes(good, PDQ_QUALITY_MIN)
+        frames = _frames(vpdq)
+        good = [f for f in frames if f.quality >= PDQ_QUALITY_MIN]
+        query = variant_codes(frames, PDQ_QUALITY_MIN)
+        usable = len(query[0][1]) or len(query[1][1])
         candidates: set[int] = set()
         if good:
             step = max(1, len(good) // VIDEO_PROBES)
@@ -177,10 +182,10 @@ class PerceptualIndex:
         best: Match | None = None
         for ident, (sha, known_frames, known) in enumerate(self._videos):
             where = None
-            if len(query[1]) and len(known[1]):
+            if usable and (len(known[0][1]) or len(known[1][1])):
                 if ident not in candidates:
                     continue  # no frame within 31 bits of the query's: cannot share half its frames
-                found = align_coded(query, known)
+                found = align_variants(query, known)
                 share, matched, signal = min(found.share_a, found.share_b), found.is_match, "vpdq"
                 where = found.as_dict()
             elif frame_hashes and known_frames:
@@ -202,9 +207,9 @@ def _views(phash_hex: str | None, pdq_hex: str | None, pdq_quality: int | None,
 
 
 def _frames(vpdq: list | None) -> list:
-    from detectors.vpdq import VpdqFrame
+    from detectors.vpdq import frames_from_rows
 
-    return [VpdqFrame(float(t), int(q), str(h)) for t, q, h in (vpdq or [])]
+    return frames_from_rows(vpdq)
 
 
 class _Digests:

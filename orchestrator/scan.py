@@ -68,6 +68,7 @@ def _vpdq_fields(data: bytes, sha: str, vpdq_dir: str | None) -> dict[str, Any]:
     """The video's vPDQ frames, so a result can be banked or matched elsewhere: inline as
     [[t_s, quality, hash], ...], or with `vpdq_dir` as <sha256>.txt in ThreatExchange's format."""
     from detectors.hashing import MediaDecodeError
+    from detectors.vpdq import frames_to_rows
     from detectors.vpdq_sampling import dense_vpdq
     from storage.bank_video import format_vpdq
 
@@ -76,8 +77,9 @@ def _vpdq_fields(data: bytes, sha: str, vpdq_dir: str | None) -> dict[str, Any]:
     except MediaDecodeError as exc:
         return {"vpdq_error": str(exc)}
     if vpdq_dir is None:
-        return {"vpdq": [[f.t_s, f.quality, f.hash_hex] for f in frames]}
+        return {"vpdq": frames_to_rows(frames)}  # [t_s, quality, hash] (+ 1 for bar-cropped hashes)
     target = Path(vpdq_dir) / f"{sha}.txt"
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(format_vpdq(frames), encoding="ascii")
-    return {"vpdq_file": str(target), "vpdq_frames": len(frames)}
+    plain = [f for f in frames if not f.cropped]  # ThreatExchange's format holds plain hashes only
+    target.write_text(format_vpdq(plain), encoding="ascii")
+    return {"vpdq_file": str(target), "vpdq_frames": len(plain)}

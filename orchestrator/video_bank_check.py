@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from detectors.vpdq import VpdqFrame
+from detectors.vpdq import VpdqFrame, frames_from_rows
 from storage.bank_video import VideoBank
 from storage.db import Store
 
 
 def as_frames(vpdq: list | tuple) -> list[VpdqFrame]:
     """[(t_s, quality, hash), ...] as stored on Media.vpdq -> VpdqFrame list."""
-    return [VpdqFrame(float(t), int(q), str(h)) for t, q, h in vpdq or []]
+    return frames_from_rows(vpdq)
 
 
 def check_video_bank(store: Store, vpdq: list | tuple, bank: VideoBank | None = None) -> dict[str, Any] | None:

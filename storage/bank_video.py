@@ -17,7 +17,7 @@ import os
 import re
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
@@ -28,7 +28,7 @@ from sqlmodel import Field, SQLModel, select
 
 from detectors.pdq import PDQ_MATCH_DISTANCE, PDQ_QUALITY_CUTOFF
 from detectors.video_align import Alignment, align
-from detectors.vpdq import VpdqFrame
+from detectors.vpdq import VpdqFrame, frames_from_rows, frames_to_rows
 from storage.db import Store
 from storage.hashindex import BinaryHashIndex
 
@@ -156,13 +156,18 @@ class VideoBank:
         case_id, name = _check_name("case id", case_id), _check_name("name", name)
         if source not in SOURCES:
             raise ValueError(f"unknown bank source {source!r}; expected one of {list(SOURCES)}")
-        # Round trip through the file format validates every frame the same way an import does.
-        frames = parse_vpdq_text(format_vpdq(list(frames)), f"video {name}")
+        # Round trip through the file format validates every frame the same way an import does;
+        # bar-cropped hashes (our own, never in the exchange format) are checked the same way.
+        frames = list(frames)
+        plain = parse_vpdq_text(format_vpdq([f for f in frames if not f.cropped]), f"video {name}")
+        cropped = [replace(f, cropped=True) for f in parse_vpdq_text(
+            format_vpdq([f for f in frames if f.cropped]), f"video {name} (cropped)")] if any(f.cropped for f in frames) else []
+        frames = plain + cropped
         with self.store.session() as s:
             if s.exec(select(BankVideo.id).where(BankVideo.case_id == case_id, BankVideo.name == name)).first():
                 return False
             s.add(BankVideo(case_id=case_id, name=name, media_sha256=media_sha256, source=source,
-                            n_frames=len(frames), frames=[[f.t_s, f.quality, f.hash_hex] for f in frames],
+                            n_frames=len(frames), frames=frames_to_rows(frames),
                             added_at=_utcnow()))
             s.commit()
         return True
@@ -193,7 +198,7 @@ class VideoBank:
             folder = Path(directory) / (_SAFE.sub("_", row.case_id).strip(".") or "case")
             folder.mkdir(parents=True, exist_ok=True)
             target = folder / f"{_SAFE.sub('_', row.name).strip('.') or 'video'}.txt"
-            frames = [VpdqFrame(float(t), int(q), str(h)) for t, q, h in row.frames]
+            frames = [f for f in frames_from_rows(row.frames) if not f.cropped]  # upstream's format: plain only
             fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.")
             try:
                 with os.fdopen(fd, "w", encoding="ascii", newline="\n") as fh:
@@ -225,7 +230,7 @@ class VideoBank:
             rows = s.exec(select(BankVideo).where(BankVideo.id.in_(sorted(candidates)))).all()  # type: ignore[union-attr]
         out = []
         for row in rows:
-            banked = [VpdqFrame(float(t), int(q), str(h)) for t, q, h in row.frames]
+            banked = frames_from_rows(row.frames)
             found = align(frames, banked, distance)
             if found.is_match:
                 out.append(VideoBankMatch(row.id, row.case_id, row.name, row.media_sha256, found))
@@ -239,10 +244,10 @@ class VideoBank:
             if self._index is None or count != self._seen:
                 ids, hashes = [], []
                 for vid, frames in s.exec(select(BankVideo.id, BankVideo.frames)).all():
-                    for _t, q, h in frames:
-                        if q >= PDQ_QUALITY_CUTOFF:
+                    for r in frames:
+                        if r[1] >= PDQ_QUALITY_CUTOFF:
                             ids.append(vid)
-                            hashes.append(h)
+                            hashes.append(r[2])
                 index = BinaryHashIndex(256)
                 index.add(list(range(len(hashes))), hashes)
                 self._index, self._owner, self._seen = index, np.array(ids, dtype=np.int64), count

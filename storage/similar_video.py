@@ -14,7 +14,7 @@ from sqlmodel import select
 
 from detectors.pdq import PDQ_MATCH_DISTANCE, PDQ_QUALITY_CUTOFF
 from detectors.video_align import align
-from detectors.vpdq import VpdqFrame
+from detectors.vpdq import VpdqFrame, frames_from_rows
 from storage import models as m
 from storage.bank_video import VideoBank
 from storage.db import Store
@@ -24,7 +24,7 @@ _PROBES = 240
 
 
 def _frames(rows: list) -> list[VpdqFrame]:
-    return [VpdqFrame(float(t), int(q), str(h)) for t, q, h in rows or []]
+    return frames_from_rows(rows)
 
 
 def similar_videos(store: Store, frames: list[VpdqFrame], *, limit: int = 20,
@@ -38,10 +38,10 @@ def similar_videos(store: Store, frames: list[VpdqFrame], *, limit: int = 20,
             rows = s.exec(select(m.Media.sha256, m.Media.vpdq).where(m.Media.kind == "video")).all()
         owner, hashes = [], []
         for i, (_sha, vp) in enumerate(rows):
-            for _t, q, h in vp or []:
-                if q >= PDQ_QUALITY_CUTOFF:
+            for row in vp or []:
+                if row[1] >= PDQ_QUALITY_CUTOFF:
                     owner.append(i)
-                    hashes.append(h)
+                    hashes.append(row[2])
         if hashes:
             index = BinaryHashIndex(256)
             index.add(list(range(len(hashes))), hashes)

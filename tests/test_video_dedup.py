@@ -8,7 +8,7 @@ import pytest
 from demo_platform import video_edits as E
 from detectors.pdq import pdq_distance
 from detectors.video_align import align
-from detectors.vpdq import VpdqFrame, vpdq_is_match, vpdq_match
+from detectors.vpdq import VpdqFrame, frames_to_rows, vpdq_is_match, vpdq_match
 from detectors.vpdq_sampling import dense_vpdq
 from orchestrator.dedup import PerceptualIndex
 from orchestrator.video_bank_check import check_video_bank
@@ -24,8 +24,14 @@ def _upstream(name: str) -> list[VpdqFrame]:
 
 @lru_cache(maxsize=None)
 def _clip() -> tuple[bytes, tuple[VpdqFrame, ...]]:
+    """The clip's bytes and its dense vPDQ: plain hashes, then those of the picture inside its
+    black side bars."""
     data = (fixtures_dir() / "vpdq" / "videos" / f"{CLIP}.mp4").read_bytes()
     return data, tuple(dense_vpdq(data))
+
+
+def _plain(frames) -> list[VpdqFrame]:
+    return [f for f in frames if not f.cropped]
 
 
 @lru_cache(maxsize=None)
@@ -36,7 +42,7 @@ def _edited() -> tuple[VpdqFrame, ...]:
 
 
 def test_dense_hashes_are_close_to_upstreams_native_hashes():
-    ours = _clip()[1]
+    ours = _plain(_clip()[1])
     upstream = _upstream(CLIP)
     assert len(ours) == len(upstream) == 206  # every frame of a 6.9 s clip at 30 fps
     assert all(abs(a.t_s - b.t_s) < 0.002 for a, b in zip(ours, upstream))
@@ -60,16 +66,42 @@ def test_trimmed_and_retimed_copy_aligns_with_ranges():
     assert al.is_match == vpdq_is_match(list(_edited()), list(_clip()[1]))
 
 
+@lru_cache(maxsize=None)
+def _unrelated() -> tuple[VpdqFrame, ...]:
+    """A demo-world clip (another scene): 2 s at 10 fps."""
+    import numpy as np
+
+    from demo_platform import video
+
+    return tuple(dense_vpdq(video.encode_mp4(video.render_clip(np.random.default_rng(9), manipulated=False))))
+
+
 def test_unrelated_videos_do_not_align():
-    hd = parse_vpdq_text((fixtures_dir() / "vpdq" / "expected_hashes" / "pattern-hd-no-bar-128x128.txt").read_text())
+    al = align(list(_unrelated()), list(_clip()[1]))
+    assert not al.is_match and al.segments == () and max(al.share_a, al.share_b) < 0.1
+
+
+def test_bars_are_cut_away_so_pillarboxed_and_letterboxed_copies_match():
+    """The SD clip is the HD clip's scene with black side bars: upstream's rule finds no frame
+    in common (tests/test_vpdq.py); the hashes of the picture inside the bars match."""
+    hd_data = (fixtures_dir() / "vpdq" / "videos" / "pattern-hd-no-bar.mp4").read_bytes()
+    hd = dense_vpdq(hd_data)
+    assert not any(f.cropped for f in hd)  # no bars: plain hashes only
+    assert sum(f.cropped for f in _clip()[1]) == 206
+    assert vpdq_match(hd, list(_clip()[1])) == (0.0, 0.0)  # upstream's rule, plain hashes
     al = align(hd, list(_clip()[1]))
-    assert not al.is_match and al.segments == () and (al.share_a, al.share_b) == (0.0, 0.0)
+    assert al.is_match and al.cropped == "b" and min(al.share_a, al.share_b) >= 0.95
+    frames, fps = E.decode(_clip()[0])
+    letterboxed = dense_vpdq(E.encode(E.bars(frames), fps, crf=28))  # grey bars around the black ones
+    for other, share in ((list(_clip()[1]), 0.95), (hd, 0.95)):
+        found = align(letterboxed, other)
+        assert found.is_match and found.cropped != "plain" and min(found.share_a, found.share_b) >= share
 
 
 def test_dedup_index_reports_where_a_video_matches():
     index = PerceptualIndex()
-    index.add_video("o" * 64, [], [(f.t_s, f.quality, f.hash_hex) for f in _clip()[1]])
-    match = index.match_video([], [(f.t_s, f.quality, f.hash_hex) for f in _edited()])
+    index.add_video("o" * 64, [], frames_to_rows(_clip()[1]))
+    match = index.match_video([], frames_to_rows(_edited()))
     assert match is not None and match.sha256 == "o" * 64 and match.signal == "vpdq"
     assert match.where["segments"][0]["b"][0] == pytest.approx(2.06, abs=0.15)
 
@@ -78,20 +110,19 @@ def test_bank_vpdq_round_trip_and_match(store, tmp_path):
     bank = VideoBank(store)
     src = tmp_path / "in"
     src.mkdir()
-    (src / "rally.txt").write_text(format_vpdq(list(_clip()[1])))
+    (src / "rally.txt").write_text(format_vpdq(_plain(_clip()[1])))
     assert bank.import_files([src], case_id="NEC-2026-0042") == (1, 0)
     assert bank.import_files([src / "rally.txt"], case_id="NEC-2026-0042") == (0, 1)  # already banked
     out = tmp_path / "out"
     assert bank.export_dir(out) == 1
     exported = out / "NEC-2026-0042" / "rally.txt"
     assert exported.read_text() == (src / "rally.txt").read_text()
-    assert parse_vpdq_text(exported.read_text()) == list(_clip()[1])
+    assert parse_vpdq_text(exported.read_text()) == _plain(_clip()[1])  # the exchange format: plain only
 
-    hit = check_video_bank(store, [(f.t_s, f.quality, f.hash_hex) for f in _edited()])
+    hit = check_video_bank(store, frames_to_rows(_edited()))
     assert hit is not None and hit["case_id"] == "NEC-2026-0042" and hit["match"]
     assert "of this video = 2." in hit["reason"] and "case NEC-2026-0042's video" in hit["reason"]
-    hd = _upstream("pattern-hd-no-bar-128x128")
-    assert check_video_bank(store, [(f.t_s, f.quality, f.hash_hex) for f in hd]) is None
+    assert check_video_bank(store, frames_to_rows(_unrelated())) is None
 
 
 GOOD = "0,100," + "ab" * 32 + ",0.000"
@@ -142,24 +173,20 @@ def test_hostile_vpdq_files(store, tmp_path):
     assert len(bank) == 0
 
 
-def _as_rows(frames) -> list[list]:
-    return [[f.t_s, f.quality, f.hash_hex] for f in frames]
-
-
 def test_similar_by_video_finds_the_original_and_says_where(store):
     from storage import models as m
     from storage.similar_video import similar_videos
 
     original, other = "a" * 64, "b" * 64
     with store.session() as s:
-        s.add(m.Media(sha256=original, kind="video", mime="video/mp4", size=1, vpdq=_as_rows(_clip()[1]),
+        s.add(m.Media(sha256=original, kind="video", mime="video/mp4", size=1, vpdq=frames_to_rows(_clip()[1]),
                       verdict="likely_fake", score=0.9))
         s.add(m.Media(sha256=other, kind="video", mime="video/mp4", size=1,
-                      vpdq=_as_rows(_upstream("pattern-hd-no-bar-128x128"))))
+                      vpdq=frames_to_rows(_unrelated())))
         s.commit()
     VideoBank(store).add(list(_clip()[1]), case_id="NEC-2026-0042", name="rally", source="review")
     found = similar_videos(store, list(_edited()))
-    [hit] = found["matches"]  # the unrelated portrait clip is not listed
+    [hit] = found["matches"]  # the unrelated clip is not listed
     assert hit["sha256"] == original and hit["verdict"] == "likely_fake" and hit["signal"] == "vpdq"
     assert hit["where"].startswith("0.0-4.8 s of this video = 2.")
     [bank] = found["bank"]
@@ -203,10 +230,11 @@ def test_scan_carries_vpdq_frames_inline_or_as_a_file(tmp_path):
 
     clip = str(fixtures_dir() / "vpdq" / "videos" / f"{CLIP}.mp4")
     [inline] = list(scan_inputs([clip], model=None))
-    assert [tuple(f) for f in inline["vpdq"]] == [(f.t_s, f.quality, f.hash_hex) for f in _clip()[1]]
+    assert inline["vpdq"] == frames_to_rows(_clip()[1])
+    assert sum(len(r) == 4 for r in inline["vpdq"]) == 206  # the bar-cropped hashes carry a flag
     [written] = list(scan_inputs([clip], model=None, vpdq_dir=str(tmp_path)))
     assert "vpdq" not in written and written["vpdq_frames"] == 206
-    assert parse_vpdq_text(open(written["vpdq_file"]).read()) == list(_clip()[1])
+    assert parse_vpdq_text(open(written["vpdq_file"]).read()) == _plain(_clip()[1])
 
 
 def test_campaign_judges_a_retimed_copy_of_a_banked_video_by_the_bank(store):
@@ -226,7 +254,7 @@ def test_campaign_judges_a_retimed_copy_of_a_banked_video_by_the_bank(store):
     run.bank, run.video_bank = KnownFakesBank(store), VideoBank(store)
     run.counts, run.progress = Counter(), lambda counts: None
     sha = "c" * 64
-    rows = tuple((f.t_s, f.quality, f.hash_hex) for f in _edited())
+    rows = tuple(tuple(r) for r in frames_to_rows(_edited()))
     store.upsert_media(sha256=sha, kind="video", mime="video/mp4", size=1, vpdq=[list(r) for r in rows])
     item = MediaRecord(url="https://x.test/v.mp4", sha256=sha, kind="video", mime="video/mp4", size=1, width=None,
                        height=None, duration_s=None, phash=None, frame_hashes=(), vpdq=rows)
@@ -237,7 +265,7 @@ def test_campaign_judges_a_retimed_copy_of_a_banked_video_by_the_bank(store):
     assert "of case NEC-2026-0042's video" in det.reasons[0]
     other = MediaRecord(url="https://x.test/w.mp4", sha256="d" * 64, kind="video", mime="video/mp4", size=1, width=None,
                         height=None, duration_s=None, phash=None, frame_hashes=(),
-                        vpdq=tuple((f.t_s, f.quality, f.hash_hex) for f in _upstream("pattern-hd-no-bar")))
+                        vpdq=tuple(tuple(r) for r in frames_to_rows(_unrelated())))
     assert not run._judge_by_bank(other)
 
 
