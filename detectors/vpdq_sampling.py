@@ -15,6 +15,10 @@ copy's share from upstream's 0.62 to 0.37. Hashing at 64x64 costs ~0.1 ms a fram
 4-18 ms at native size, so decoding the stream, which the old sampler also did in full,
 dominates, and hashing all frames costs less per video-minute than hashing two full-size frames
 a second did (bench/video_dedup.py measures both).
+
+Bars: when the first second shows static bars (detectors.video_bars), every frame also gets a
+hash of the picture inside them (`cropped=True`, listed after the plain hashes), so a copy with
+bars added or removed still aligns (detectors.video_align.align_variants).
 """
 from __future__ import annotations
 
