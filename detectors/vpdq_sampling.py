@@ -88,6 +88,8 @@ def dense_vpdq(
                                       interpolation=_INTERPOLATION).to_ndarray()
                 if decided:
                     cropped.append(_cropped(t, big, box, side))
+                elif int(big.max()) - int(big.min()) <= 16:
+                    pass  # a blank frame (a black intro) says nothing about bars: not probed
                 else:
                     probe.append((t, big))
                     if len(probe) >= PROBE_FRAMES:

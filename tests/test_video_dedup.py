@@ -287,3 +287,12 @@ def test_extended_and_sped_up_copies_align():
     faster = align(dense_vpdq(E.encode(frames, fps * 1.25)), list(_clip()[1]))
     assert faster.is_match and faster.rate == pytest.approx(1.25, abs=0.06)
     assert faster.segments[0].a_end == pytest.approx(5.4, abs=0.15) and faster.segments[0].b_end == pytest.approx(6.8, abs=0.15)
+
+
+def test_bars_are_found_after_a_black_intro():
+    import numpy as np
+
+    frames, fps = E.decode(_clip()[0])
+    black = [np.zeros_like(frames[0]) for _ in range(45)]  # 1.5 s of black before the picture
+    hashed = dense_vpdq(E.encode(black + frames, fps))
+    assert sum(f.cropped for f in hashed) == 206  # the picture's frames, inside their bars
