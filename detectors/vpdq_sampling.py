@@ -42,6 +42,7 @@ _INTERPOLATION = "BICUBIC"
 # Frames looked at (one second at 30 fps) to decide whether the video has static bars; if it
 # does, every frame also gets a hash of the picture inside them (VpdqFrame.cropped).
 PROBE_FRAMES = 30
+_CROP_SIDE = 128
 
 
 def dense_vpdq(
@@ -68,6 +69,7 @@ def dense_vpdq(
     # One reformatter per size for the whole walk keeps each swscale context between frames.
     scaler: Any = VideoReformatter()
     prober: Any = VideoReformatter()
+    cutter: Any = VideoReformatter()
     gap = 1.0 / max_fps - 1e-3  # a frame this far after the last hashed one is hashed
     out: list[VpdqFrame] = []
     probe: list[tuple[float, Any]] = []  # the first frames at PROBE_SIDE, until bars are decided
@@ -83,12 +85,16 @@ def dense_vpdq(
             bits, quality = pdqhash.compute(small.to_ndarray())
             out.append(VpdqFrame(t_s=round(t, 3), quality=int(quality), hash_hex=_hex(bits)))
             last_t = t
-            if not decided or box is not None:
+            if decided and box is not None:
+                # After the probe, a smaller resample is enough to cut the bars from (half the
+                # cost of cropping at PROBE_SIDE; the box scales with it).
+                mid = cutter.reformat(frame, width=_CROP_SIDE, height=_CROP_SIDE, format="rgb24",
+                                      interpolation=_INTERPOLATION).to_ndarray()
+                cropped.append(_cropped(t, mid, tuple(v * _CROP_SIDE // PROBE_SIDE for v in box), side))
+            elif not decided:
                 big = prober.reformat(frame, width=PROBE_SIDE, height=PROBE_SIDE, format="rgb24",
                                       interpolation=_INTERPOLATION).to_ndarray()
-                if decided:
-                    cropped.append(_cropped(t, big, box, side))
-                elif int(big.max()) - int(big.min()) <= 16:
+                if int(big.max()) - int(big.min()) <= 16:
                     pass  # a blank frame (a black intro) says nothing about bars: not probed
                 else:
                     probe.append((t, big))
