@@ -69,8 +69,9 @@ class VideoBankMatch:
     def reason(self) -> str:
         a = self.alignment
         where = a.segments[0].describe(f"case {self.case_id}'s video") if a.segments else "no aligned range"
+        bars = "" if a.cropped == "plain" else ", bars cut away"
         return (f"matches known fake video {self.case_id}/{self.name}: {where} "
-                f"(shares {a.share_a:.2f}/{a.share_b:.2f})")
+                f"(shares {a.share_a:.2f}/{a.share_b:.2f}{bars})")
 
     def as_dict(self) -> dict:
         return {"case_id": self.case_id, "name": self.name, "media_sha256": self.media_sha256,
