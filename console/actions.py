@@ -146,19 +146,38 @@ def search_by_image(ctx: ConsoleContext, data: bytes, limit: int = 20) -> dict[s
     """{"query": hashes of the upload, "matches": near-duplicates seen, "bank": known-fake hits}.
     ValueError with a clear message for an empty, oversized or undecodable upload."""
     from console.image_search import hash_upload
-    from detectors.hashing import MediaDecodeError
+    from detectors.hashing import MediaDecodeError, sniff_mime
     from storage.similar import similar_images
 
     if not data:
         raise ValueError("the uploaded image is empty")
     if len(data) > MAX_IMAGE_BYTES:
         raise ValueError(f"the uploaded image is larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MB")
+    if (sniff_mime(data) or "").startswith("video/"):
+        return search_by_video(ctx, data, limit)
     try:
         phash, pdq, quality = hash_upload(data)  # one decode at hashing size (issue 16)
     except MediaDecodeError as exc:
         raise ValueError(f"the upload is not an image deepwatch can read: {exc}") from None
     found = similar_images(ctx.store, phash=phash, pdq=pdq, limit=limit)
     return {"query": {"phash": phash, "pdq": pdq, "pdq_quality": quality}, **found}
+
+
+def search_by_video(ctx: ConsoleContext, data: bytes, limit: int = 20) -> dict[str, Any]:
+    """Videos seen before and banked fakes matching an uploaded video, each with where they align."""
+    from detectors.hashing import MediaDecodeError
+    from detectors.vpdq_sampling import dense_vpdq
+    from storage.similar_video import similar_videos
+
+    try:
+        frames = dense_vpdq(data)
+    except MediaDecodeError as exc:
+        raise ValueError(f"the upload is not a video deepwatch can read: {exc}") from None
+    plain = [f for f in frames if not f.cropped]
+    query = {"kind": "video", "frames": len(plain), "good_frames": sum(f.quality >= 50 for f in plain),
+             "bars_cut": len(plain) < len(frames), "duration_s": plain[-1].t_s, "pdq": None, "phash": None,
+             "pdq_quality": None}
+    return {"query": query, **similar_videos(ctx.store, frames, limit=limit)}
 
 
 # -- takedowns ----------------------------------------------------------------------------------
@@ -262,6 +281,6 @@ def jsonable(value: Any) -> Any:
 
 __all__ = [
     "ConsoleContext", "NotFound", "ReviewError", "ReviewResult", "TakedownError", "build_packet", "campaign_names",
-    "evidence_view", "jsonable", "packet_zip", "parse_ids", "review_and_seal", "search_by_image", "takedown_json",
+    "evidence_view", "jsonable", "packet_zip", "parse_ids", "review_and_seal", "search_by_image", "search_by_video", "takedown_json",
     "takedown_view",
 ]

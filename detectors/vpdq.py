@@ -30,6 +30,18 @@ class VpdqFrame:
     t_s: float  # seconds from the first decoded frame
     quality: int  # PDQ quality 0-100
     hash_hex: str  # 64 hex chars
+    # A hash of the frame with the video's static bars (letterbox, pillarbox) cut away
+    # (detectors.vpdq_sampling): an extra hash beside the plain one, never in upstream's format.
+    cropped: bool = False
+
+
+def frames_from_rows(rows) -> list[VpdqFrame]:
+    """Stored rows [t_s, quality, hash] (plain) or [t_s, quality, hash, 1] (bars cropped)."""
+    return [VpdqFrame(float(r[0]), int(r[1]), str(r[2]), bool(r[3]) if len(r) > 3 else False) for r in rows or []]
+
+
+def frames_to_rows(frames) -> list[list]:
+    return [[f.t_s, f.quality, f.hash_hex, 1] if f.cropped else [f.t_s, f.quality, f.hash_hex] for f in frames]
 
 
 def vpdq_hashes(
@@ -63,7 +75,8 @@ def vpdq_hashes(
 def _bits(frames: Sequence[VpdqFrame], quality: int):
     import numpy as np
 
-    good = [f.hash_hex for f in frames if f.quality >= quality]
+    # The upstream rule reads plain frame hashes only.
+    good = [f.hash_hex for f in frames if f.quality >= quality and not f.cropped]
     for h in good:
         if len(h) != PDQ_HEX_CHARS:
             raise ValueError(f"not a PDQ hash (need {PDQ_HEX_CHARS} hex chars, got {len(h)}): {h!r}")
@@ -113,4 +126,4 @@ def vpdq_is_match(
     return share_a >= min_share and share_b >= min_share
 
 
-__all__ = ["MediaDecodeError", "VpdqFrame", "vpdq_hashes", "vpdq_is_match", "vpdq_match"]
+__all__ = ["MediaDecodeError", "VpdqFrame", "frames_from_rows", "frames_to_rows", "vpdq_hashes", "vpdq_is_match", "vpdq_match"]

@@ -35,6 +35,7 @@ from orchestrator.spec import EMBEDDED, CampaignSpec
 from orchestrator.stages import FetchPolicySpec, MediaRecord, PageResult
 from orchestrator.writer_retry import RetryingStore
 from storage.bank import KnownFakesBank
+from storage.bank_video import VideoBank
 from storage.blobs import open_blobs
 from storage.db import Store
 
@@ -120,6 +121,7 @@ class CampaignRun:
                               on_retry=lambda op, exc: self.metrics.retried("db"))
         self.store = store
         self.bank = KnownFakesBank(store.store)  # its calls go through store.call
+        self.video_bank = VideoBank(store.store)  # known-fake videos, matched by vPDQ frames
         self.blobs = open_blobs(self.spec.storage.blobs)  # one client for the run (an s3:// store checks its bucket on open)
         refs = self.spec.detectors.references
         self.references = None if refs == [] else reference_checker(store.store, self.blobs, refs)
@@ -578,19 +580,30 @@ class CampaignRun:
         matches = self.store.call(self.bank.match, "sha256", item.sha256)
         if not matches and item.pdq and (item.pdq_quality or 0) >= BANK_PDQ_QUALITY:
             matches = self.store.call(self.bank.match, "pdq", item.pdq)
-        if not matches:
+        if matches:
+            best = matches[0]
+            case, reason = best.case_id, best.reason
+            details = {"case_id": best.case_id, "entry_id": best.entry_id, "distance": best.distance,
+                       "banked_media_sha256": best.media_sha256}
+        elif item.kind == "video" and item.vpdq:
+            # Videos by their frames: a re-timed or trimmed copy of a banked fake, with where it aligns.
+            from orchestrator.video_bank_check import check_video_bank
+
+            details = self.store.call(check_video_bank, self.store.store, list(item.vpdq), self.video_bank)
+            if details is None:
+                return False
+            case, reason = details["case_id"], details["reason"]
+        else:
             return False
-        best = matches[0]
         detection = Detection(
             detector="known-fakes-bank",
             version="1",
             outcome="fake",
-            reasons=[best.reason],
-            details={"case_id": best.case_id, "entry_id": best.entry_id, "distance": best.distance,
-                     "banked_media_sha256": best.media_sha256},
+            reasons=[reason],
+            details=details,
         )
-        self.store.save_analysis(item.sha256, [detection], "likely_fake", None, [best.reason])
-        self.store.set_bank_case(item.sha256, best.case_id)
+        self.store.save_analysis(item.sha256, [detection], "likely_fake", None, [reason])
+        self.store.set_bank_case(item.sha256, case)
         self._count("bank_matches")
         return True
 
@@ -606,6 +619,11 @@ class CampaignRun:
         added = self.store.call(self.bank.add, "sha256", sha256, case_id=case_id, source="verdict", media_sha256=sha256)
         if media.pdq and (media.pdq_quality or 0) >= BANK_PDQ_QUALITY:
             added |= self.store.call(self.bank.add, "pdq", media.pdq, case_id=case_id, source="verdict", media_sha256=sha256)
+        if media.kind == "video" and media.vpdq:
+            from orchestrator.video_bank_check import as_frames
+
+            added |= self.store.call(self.video_bank.add, as_frames(media.vpdq), case_id=case_id, name=sha256[:16],
+                                     source="verdict", media_sha256=sha256)
         if added:
             self._count("banked")
 

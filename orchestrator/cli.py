@@ -342,7 +342,7 @@ def evidence_export(
 
 @evidence_app.command("similar")
 def evidence_similar(
-    image: Path = typer.Argument(..., help="An image file"),
+    image: Path = typer.Argument(..., help="An image or video file"),
     max_pdq: int = typer.Option(31, help="Largest PDQ Hamming distance to list (of 256 bits)"),
     max_phash: int = typer.Option(10, help="Largest pHash Hamming distance to list (of 64 bits)"),
     limit: int = typer.Option(20, min=1),
@@ -350,13 +350,17 @@ def evidence_similar(
     db: Optional[str] = DbOpt,
 ) -> None:
     """Near-duplicates of an image among everything seen, and known-fakes bank matches."""
-    from detectors.hashing import MediaDecodeError, image_phash
+    from detectors.hashing import MediaDecodeError, image_phash, sniff_mime
     from detectors.pdq import pdq_from_bytes
     from orchestrator.progress import print_similar
     from storage.similar import similar_images
 
     try:
         data = image.read_bytes()
+        if (sniff_mime(data) or "").startswith("video/"):  # videos: vPDQ frames, aligned in time
+            from orchestrator.cli_video import similar_video
+
+            return similar_video(data, str(image), _open_store(db), limit=limit, as_json=as_json, console=console, fail=_fail)
         phash = image_phash(data)
         pdq, quality = pdq_from_bytes(data)
     except OSError as exc:
@@ -387,6 +391,7 @@ def scan(
     blobs: Optional[str] = BlobsOpt,
     trust_anchor: list[Path] = typer.Option([], "--trust-anchor", help="PEM of a CA whose C2PA signers count (besides the C2PA trust list)"),
     allowed_signer: list[Path] = typer.Option([], "--allowed-signer", help="PEM of a C2PA signing certificate to trust as is"),
+    vpdq_dir: Optional[Path] = typer.Option(None, "--vpdq-dir", help="Write each video's vPDQ frames here (<sha256>.txt, ThreatExchange format) instead of inline in --json"),
 ) -> None:
     """Analyse files or URLs without a campaign; exits 1 when any input could not be analysed."""
     from detectors.c2pa_trust import TrustConfigError, TrustSettings
@@ -397,7 +402,8 @@ def scan(
     except TrustConfigError as exc:
         raise typer.BadParameter(str(exc)) from None
     failed = run_scan(inputs, model=model, threshold=threshold, as_json=as_json,
-                      allow_network=tuple(allow_network), db=db, blobs=blobs, c2pa_trust=trust)
+                      allow_network=tuple(allow_network), db=db, blobs=blobs, c2pa_trust=trust,
+                      vpdq_dir=str(vpdq_dir) if vpdq_dir else None)
     if failed:
         raise typer.Exit(1)
 
@@ -408,13 +414,18 @@ DEMO_MODEL = "var/models/demo-detector"
 # -- known-fakes bank ----------------------------------------------------------------------------
 @bank_app.command("import")
 def bank_import(
-    path: Path = typer.Argument(..., help="Hash list: one hash per line (PDQ hex by default)"),
+    path: Path = typer.Argument(..., help="Hash list: one hash per line (PDQ hex by default); for vpdq, a file or folder of them"),
     case: str = typer.Option(..., "--case", help="Case the hashes belong to, e.g. NEC-2026-0042"),
-    signal: str = typer.Option("pdq", help="pdq | phash | sha256"),
+    signal: str = typer.Option("pdq", help="pdq | phash | sha256 | vpdq (ThreatExchange frame,quality,hash,timestamp; one file per video)"),
     db: Optional[str] = DbOpt,
 ) -> None:
     """Import a hash list from a commission or a platform; a bad line imports nothing."""
     from storage.bank import KnownFakesBank
+
+    if signal == "vpdq":
+        from orchestrator.cli_video import bank_import_vpdq
+
+        return bank_import_vpdq([path], case, _open_store(db), console, _fail)
 
     try:
         result = KnownFakesBank(_open_store(db, new_ok=True)).import_hash_list(path, case_id=case, signal=signal)
@@ -427,12 +438,17 @@ def bank_import(
 
 @bank_app.command("export")
 def bank_export(
-    path: Path = typer.Argument(..., help="Where to write the hash list"),
-    signal: str = typer.Option("pdq", help="pdq | phash | sha256"),
+    path: Path = typer.Argument(..., help="Where to write the hash list (for vpdq: a folder, one file per video)"),
+    signal: str = typer.Option("pdq", help="pdq | phash | sha256 | vpdq"),
     db: Optional[str] = DbOpt,
 ) -> None:
     """Export the bank as a hash list (one hash per line) for exchange."""
     from storage.bank import KnownFakesBank
+
+    if signal == "vpdq":
+        from orchestrator.cli_video import bank_export_vpdq
+
+        return bank_export_vpdq(path, _open_store(db), console)
 
     try:
         n = KnownFakesBank(_open_store(db)).export_hash_list(path, signal=signal)

@@ -40,6 +40,7 @@ PDQ_MATCH = SIGNALS["pdq"].default_threshold
 PDQ_QUALITY_MIN = SIGNALS["pdq"].quality_cutoff or 0
 PDQ_CONFIRM = 90
 VPDQ_SHARE = 0.5
+VIDEO_PROBES = 600  # query frames looked up in the video frame index (spread over the query)
 REGION_CANDIDATE_PHASH = 20  # rule 3: how far (pHash bits) a candidate for region verification may be
 REGION_CANDIDATES = 8  # rule 3: verify at most this many, nearest first (each costs a decode)
 
@@ -49,6 +50,8 @@ class Match:
     sha256: str
     distance: float  # bits for images; for videos, 1 - the smaller share of matching frames
     signal: str = "phash"
+    # Videos matched by vPDQ: where they line up (detectors.video_align.Alignment.as_dict()).
+    where: dict | None = None
 
 
 class PerceptualIndex:
@@ -64,14 +67,20 @@ class PerceptualIndex:
         self._pdq = _PdqSlots(slots=2)
         self._phash_index = BinaryHashIndex(bits=64)
         self._pdq_index = BinaryHashIndex(bits=256)
-        self._videos: list[tuple[str, list[str], list]] = []  # (sha256, frame pHashes, vPDQ frames)
+        # Per video: (sha256, frame pHashes, ((times, uint64 codes) of its usable plain vPDQ
+        # frames, the same of its bar-cropped ones)).
+        self._videos: list[tuple[str, list[str], tuple]] = []
+        # Two frames a second of every known video, so a query is aligned only against videos
+        # that share a close frame with it (a full alignment costs ~N x M frame distances).
+        self._video_frames = BinaryHashIndex(bits=256)
 
     def __len__(self) -> int:
         return len(self._sha) + len(self._videos)
 
     def nbytes(self) -> int:
-        """Bytes held for images (hash tables, names, PDQ slots); videos' frame lists not counted."""
-        return self._phash_index.nbytes() + self._pdq_index.nbytes() + self._sha.nbytes() + self._pdq.nbytes()
+        """Bytes held for images (hash tables, names, PDQ slots) and videos' frame arrays and index."""
+        videos = sum(t.nbytes + c.nbytes for _s, _f, coded in self._videos for t, c in coded) + self._video_frames.nbytes()
+        return self._phash_index.nbytes() + self._pdq_index.nbytes() + self._sha.nbytes() + self._pdq.nbytes() + videos
 
     def size(self) -> int:
         """len(), as a method a Ray actor handle can call."""
@@ -91,8 +100,17 @@ class PerceptualIndex:
         self._pdq.append(usable)
 
     def add_video(self, sha256: str, frame_hashes: list[str], vpdq: list | None = None) -> None:
+        from detectors.video_align import variant_codes
+
         if frame_hashes or vpdq:
-            self._videos.append((sha256, list(frame_hashes), _frames(vpdq)))
+            frames = _frames(vpdq)
+            ident = len(self._videos)
+            self._videos.append((sha256, list(frame_hashes), variant_codes(frames, PDQ_QUALITY_MIN)))
+            for cropped in (False, True):  # plain hashes, and those of the picture inside bars
+                good = [f for f in frames if f.quality >= PDQ_QUALITY_MIN and f.cropped == cropped]
+                sampled = [f.hash_hex for i, f in enumerate(good) if i == 0 or int(f.t_s * 2) != int(good[i - 1].t_s * 2)]
+                if sampled:
+                    self._video_frames.add([ident] * len(sampled), sampled)
 
     def match_image(self, phash_hex: str | None, pdq_hex: str | None = None, pdq_quality: int | None = None,
                     region: RegionHashes | None = None, image: Any = None) -> Match | None:
@@ -146,24 +164,37 @@ class PerceptualIndex:
 
     def match_video(self, frame_hashes: list[str], vpdq: list | None = None) -> Match | None:
         """vPDQ (ThreatExchange's rule: frames within 31 bits, quality >= 50, half of each
-        video's frames found in the other) when both videos have usable vPDQ frames; the sampled
-        frame pHashes with the same share rule otherwise."""
+        video's frames found in the other) when both videos have usable vPDQ frames, with the
+        aligned time ranges in `Match.where`; the sampled frame pHashes with the same share
+        rule otherwise."""
         from detectors.hashing import video_match
-        from detectors.vpdq import vpdq_match
+        from detectors.video_align import align_variants, variant_codes
 
-        query = _frames(vpdq)
+        frames = _frames(vpdq)
+        good = [f for f in frames if f.quality >= PDQ_QUALITY_MIN]
+        query = variant_codes(frames, PDQ_QUALITY_MIN)
+        usable = len(query[0][1]) or len(query[1][1])
+        candidates: set[int] = set()
+        if good:
+            step = max(1, len(good) // VIDEO_PROBES)
+            for hits in self._video_frames.search_many([f.hash_hex for f in good[::step]], PDQ_MATCH):
+                candidates.update(i for i, _d in hits)
         best: Match | None = None
-        for sha, known_frames, known_vpdq in self._videos:
-            if _usable(query) and _usable(known_vpdq):
-                share = min(vpdq_match(query, known_vpdq))
-                matched, signal = share >= VPDQ_SHARE, "vpdq"
+        for ident, (sha, known_frames, known) in enumerate(self._videos):
+            where = None
+            if usable and (len(known[0][1]) or len(known[1][1])):
+                if ident not in candidates:
+                    continue  # no frame within 31 bits of the query's: cannot share half its frames
+                found = align_variants(query, known)
+                share, matched, signal = min(found.share_a, found.share_b), found.is_match, "vpdq"
+                where = found.as_dict()
             elif frame_hashes and known_frames:
                 matched, share = video_match(frame_hashes, known_frames, max_distance=self.video_frame_distance)
                 signal = "video-frames"
             else:
                 continue
             if matched and (best is None or 1 - share < best.distance):
-                best = Match(sha, round(1 - share, 4), signal)
+                best = Match(sha, round(1 - share, 4), signal, where)
         return best
 
 
@@ -176,13 +207,9 @@ def _views(phash_hex: str | None, pdq_hex: str | None, pdq_quality: int | None,
 
 
 def _frames(vpdq: list | None) -> list:
-    from detectors.vpdq import VpdqFrame
+    from detectors.vpdq import frames_from_rows
 
-    return [VpdqFrame(float(t), int(q), str(h)) for t, q, h in (vpdq or [])]
-
-
-def _usable(frames: list) -> bool:
-    return any(f.quality >= PDQ_QUALITY_MIN for f in frames)
+    return frames_from_rows(vpdq)
 
 
 class _Digests:

@@ -58,8 +58,28 @@ def check_known_fakes_bank(store: Any, item: ScanItem) -> list[Any]:
                                "banked_media_sha256": best.media_sha256})]
 
 
+def check_video_bank(store: Any, item: ScanItem) -> list[Any]:
+    """The known-fakes bank's videos (vPDQ, ThreatExchange's lists): every frame of the scanned
+    video hashed and aligned in time with each banked video, so a re-timed or trimmed copy matches."""
+    if item.kind != "video":
+        return []
+    from detectors.base import Detection
+    from detectors.hashing import MediaDecodeError
+    from detectors.vpdq_sampling import dense_vpdq
+    from orchestrator.video_bank_check import check_video_bank as match_banked_videos
+
+    try:
+        hit = match_banked_videos(store, dense_vpdq(item.data))
+    except MediaDecodeError:
+        return []
+    if hit is None:
+        return []
+    return [Detection(detector="known-fakes-bank", version="1", outcome="fake", reasons=[hit["reason"]],
+                      details={k: v for k, v in hit.items() if k != "reason"})]
+
+
 # Every check run against the database for each scanned item, in order.
-DATABASE_CHECKS: list[Callable[[Any, ScanItem], list[Any]]] = [check_known_fakes_bank]
+DATABASE_CHECKS: list[Callable[[Any, ScanItem], list[Any]]] = [check_known_fakes_bank, check_video_bank]
 
 
 def _hashes(data: bytes, kind: str) -> tuple[str | None, int | None, list[dict[str, Any]]]:
@@ -112,6 +132,7 @@ def _apply_database(verdict: Any, found: list[Any]) -> None:
 def scan_inputs(
     inputs: list[str], *, model: str | None, threshold: float | None = None, allow_networks: tuple[str, ...] = (),
     store: Any = None, model_source: str | None = None, c2pa_trust: Any = None, blobs: Any = None,
+    vpdq_dir: str | None = None,
 ) -> Iterator[dict[str, Any]]:
     """One result dict per input, in order; failures are results with an "error" key."""
     from detectors.base import MediaInput
@@ -180,9 +201,31 @@ def scan_inputs(
                 "database": "checked" if store is not None else "not configured",
                 "detections": [d.to_dict() for d in analysis.detections + found],
                 "verdict": {"band": v.band, "score": v.score, "reasons": list(v.reasons)},
+                **(_vpdq_fields(data, sha, vpdq_dir) if info.kind == "video" else {}),
                 "c2pa_trust": next((d.details.get("trust") for d in analysis.detections
                                     if d.detector == "c2pa" and d.details.get("trust")), None),
             }
     finally:
         for f in fetcher:
             f.close()
+
+
+def _vpdq_fields(data: bytes, sha: str, vpdq_dir: str | None) -> dict[str, Any]:
+    """The video's vPDQ frames, so a result can be banked or matched elsewhere: inline as
+    [[t_s, quality, hash], ...], or with `vpdq_dir` as <sha256>.txt in ThreatExchange's format."""
+    from detectors.hashing import MediaDecodeError
+    from detectors.vpdq import frames_to_rows
+    from detectors.vpdq_sampling import dense_vpdq
+    from storage.bank_video import format_vpdq
+
+    try:
+        frames = dense_vpdq(data)
+    except MediaDecodeError as exc:
+        return {"vpdq_error": str(exc)}
+    if vpdq_dir is None:
+        return {"vpdq": frames_to_rows(frames)}  # [t_s, quality, hash] (+ 1 for bar-cropped hashes)
+    target = Path(vpdq_dir) / f"{sha}.txt"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    plain = [f for f in frames if not f.cropped]  # ThreatExchange's format holds plain hashes only
+    target.write_text(format_vpdq(plain), encoding="ascii")
+    return {"vpdq_file": str(target), "vpdq_frames": len(plain)}

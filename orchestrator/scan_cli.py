@@ -47,7 +47,7 @@ def _scan_blobs(blobs: Optional[str]) -> Any:
 
 def run_scan(inputs: list[str], *, model: Optional[str], threshold: Optional[float], as_json: bool,
              allow_network: tuple[str, ...], db: Optional[str], blobs: Optional[str],
-             c2pa_trust: Any = None) -> int:
+             c2pa_trust: Any = None, vpdq_dir: Optional[str] = None) -> int:
     """Scan every input; returns how many could not be analysed."""
     from detectors.classifier import ModelLoadError
     from orchestrator.model_choice import ModelChoiceError, choose_model, not_configured_message
@@ -66,7 +66,7 @@ def run_scan(inputs: list[str], *, model: Optional[str], threshold: Optional[flo
     try:
         for result in scan_inputs(inputs, model=choice.model, threshold=threshold, allow_networks=allow_network,
                                   store=store, model_source=choice.source, c2pa_trust=c2pa_trust,
-                                  blobs=blob_store):
+                                  blobs=blob_store, vpdq_dir=vpdq_dir):
             failed += int("error" in result)
             if as_json:
                 typer.echo(json.dumps(result, ensure_ascii=False, default=str))

@@ -55,7 +55,7 @@ class MediaRecord:
     frame_hashes: tuple[str, ...]
     pdq: str | None = None
     pdq_quality: int | None = None
-    vpdq: tuple[tuple[float, int, str], ...] = ()  # videos: (t_s, quality, PDQ hex) per sampled frame
+    vpdq: tuple[tuple, ...] = ()  # videos: (t_s, quality, PDQ hex[, 1 if bar-cropped]) per frame (detectors.vpdq.frames_to_rows)
     region: Any = None  # images: detectors.regions.RegionHashes of the picture inside, or None
 
 
@@ -178,12 +178,14 @@ def _image_hashes(data: bytes) -> tuple[str | None, int | None, Any]:
 
 
 def _vpdq_or_empty(data: bytes) -> tuple[tuple[float, int, str], ...]:
-    """vPDQ every half second (short clips need several frames for the share rule)."""
+    """vPDQ of every frame at 64x64 (detectors.vpdq_sampling: re-timed and trimmed copies
+    still share frames with the original, and hashing costs less than full-size samples did)."""
     from detectors.hashing import MediaDecodeError
-    from detectors.vpdq import vpdq_hashes
+    from detectors.vpdq import frames_to_rows
+    from detectors.vpdq_sampling import dense_vpdq
 
     try:
-        return tuple((f.t_s, f.quality, f.hash_hex) for f in vpdq_hashes(data, seconds_per_hash=0.5))
+        return tuple(tuple(row) for row in frames_to_rows(dense_vpdq(data)))
     except MediaDecodeError:
         return ()
 

@@ -15,6 +15,7 @@ from sqlmodel import SQLModel
 
 import storage.bank  # noqa: F401  (bank_entry is part of the schema)
 import storage.references  # noqa: F401  (the reference library is part of the schema)
+import storage.bank_video  # noqa: F401  (bank_video, migration 0011)
 import storage.models  # noqa: F401
 from agents.base import Post
 from storage import migrate
@@ -127,7 +128,7 @@ def test_comparison_sees_a_schema_that_is_behind(store_url):
     added_columns = {(d[2], d[3].name) for d in diffs if d[0] == "add_column"}
     assert added_tables == {"custodyevent", "review", "seal", "livenesscheck", "user", "apitoken", "websession", "auditevent",
                             "loginthrottle", "campaignmember",
-                            "reference", "reference_hash"}
+                            "reference", "reference_hash", "bank_video"}
     assert ("evidence", "review_status") in added_columns and ("takedownrequest", "sent_at") in added_columns
 
 

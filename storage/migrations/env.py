@@ -11,6 +11,7 @@ from sqlmodel import SQLModel
 
 import storage.bank  # noqa: F401  (defines bank_entry on the shared metadata)
 import storage.references  # noqa: F401  (defines reference and reference_hash)
+import storage.bank_video  # noqa: F401  (bank_video)
 import storage.models  # noqa: F401
 from storage.db import make_engine
 
