@@ -14,12 +14,14 @@ reference_app = typer.Typer(help="Authentic originals (official media) that copi
 app.add_typer(reference_app, name="reference")
 
 
-def _library(db: Optional[str], blobs: Optional[str]) -> Any:
+def _library(db: Optional[str], blobs: Optional[str], *, new_ok: bool = False) -> Any:
+    """`new_ok`: adding references may start a new database (as `bank import` may); reading
+    and removing refuse a missing one (issue 16: a mistyped --db is an error)."""
     from storage.blobs import BlobStoreError, open_blobs
     from storage.references import ReferenceLibrary
 
     try:
-        return ReferenceLibrary(_open_store(db), open_blobs(_blobs(blobs)))
+        return ReferenceLibrary(_open_store(db, new_ok=new_ok), open_blobs(_blobs(blobs)))
     except (BlobStoreError, ValueError) as exc:
         _fail(str(exc))
 
@@ -80,7 +82,7 @@ def reference_add(
     """Add authentic originals to the reference library."""
     if not owner.strip():
         _fail("--owner must name who vouches for the originals")
-    failures = _add_all(_library(db, blobs), items, owner=owner, source=source, note=note, set_name=set_name)
+    failures = _add_all(_library(db, blobs, new_ok=True), items, owner=owner, source=source, note=note, set_name=set_name)
     if failures:
         _fail(f"{failures} of {len(items)} input(s) could not be added", code=1)
 
@@ -104,7 +106,7 @@ def reference_import(
         _fail(str(exc))
     if not files:
         _fail(f"{folder}: no image or video files found")
-    failures = _add_all(_library(db, blobs), [str(p) for p in files], owner=owner, source=source, note=note,
+    failures = _add_all(_library(db, blobs, new_ok=True), [str(p) for p in files], owner=owner, source=source, note=note,
                         set_name=set_name)
     console.print(f"{len(files) - failures} of {len(files)} file(s) in the library")
     if failures:
