@@ -11,8 +11,9 @@ The demo model at var/models/demo-detector is used when present (made by `make d
 is trained with the demo recipe into a temporary folder (minutes on 2 cores) and the output
 says so. `--quick` scans one image in three.
 
-More sections (the reference library) append to SECTIONS: each is `measure(quick) -> dict`,
-merged into the one JSON object printed last.
+Section `reference_library`: bench/truth_reference.py, the reference detector (comparison with
+authentic originals) on altered copies and unaltered re-posts under platform transforms.
+Each section in SECTIONS is `measure(quick) -> dict`, merged into the one JSON object printed last.
 
     .venv/bin/python bench/truth.py [--quick]
 """
@@ -101,7 +102,19 @@ def measure_real_photos(quick: bool) -> dict[str, Any]:
     }
 
 
-SECTIONS: list[tuple[str, Callable[[bool], dict[str, Any]]]] = [("real_photos", measure_real_photos)]
+def measure_reference_library(quick: bool) -> dict[str, Any]:
+    """The reference detector on the demo world's altered and unaltered copies of official media
+    (bench/truth_reference.py): recall, false-flag rate, time per matched item."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from truth_reference import measure
+
+    return measure(quick)
+
+
+SECTIONS: list[tuple[str, Callable[[bool], dict[str, Any]]]] = [
+    ("real_photos", measure_real_photos),
+    ("reference_library", measure_reference_library),
+]
 
 
 def main() -> None:

@@ -234,3 +234,32 @@ def test_reference_rescan_finds_altered_copies_already_stored(store, blobs, tmp_
         rows = s.exec(select(m.Detection).where(m.Detection.detector == "reference-library")).all()
     assert sorted(r.outcome for r in rows) == ["fake", "real"]
     assert "already compared 2" in cli("reference", "rescan", *opts).output  # resumable
+
+
+def test_scan_with_a_database_compares_with_the_reference_library(tmp_path, photo_world, monkeypatch):
+    """`deepwatch scan --db --blobs`: an altered copy is flagged by the comparison with its
+    original; an unaltered re-post is not, and says which authentic reference it matches."""
+    for var in ("DEEPWATCH_MODEL", "DEEPWATCH_DB", "DEEPWATCH_BLOBS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # no configured classifier
+    originals, cases = photo_world
+    lib = _library(tmp_path, originals)
+    lib.store.close()
+    altered = next(c for c in cases if c.altered)
+    unaltered = next(c for c in cases if not c.altered and c.name.endswith("-reencoded"))
+    paths = []
+    for case in (altered, unaltered):
+        path = tmp_path / f"{case.name}.jpg"
+        path.write_bytes(case.data)
+        paths.append(str(path))
+    res = cli("scan", *paths, "--json", "--db", f"sqlite:///{tmp_path / 'ref.db'}", "--blobs", str(tmp_path / "blobs"))
+    assert res.exit_code == 0, res.output
+    results = [json.loads(line) for line in res.output.splitlines() if line.startswith("{")]
+    assert len(results) == 2
+    flagged, clean = results
+    assert "reference-library" in flagged["detectors_run"]
+    assert flagged["verdict"]["band"] == "likely_fake", flagged["verdict"]
+    assert any(r.startswith("altered copy of reference R") for r in flagged["verdict"]["reasons"])
+    assert clean["verdict"]["band"] not in ("likely_fake", "confirmed_ai"), clean["verdict"]
+    ref_det = next(d for d in clean["detections"] if d["detector"] == "reference-library")
+    assert ref_det["outcome"] == "real" and ref_det["reasons"][0].startswith("matches authentic reference R")
