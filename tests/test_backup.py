@@ -104,6 +104,18 @@ def _fill(store: Store, blobs: BlobStore) -> None:
         s.add(m.LoginThrottle(key="pair:조사관|127.0.0.1", account="조사관", attempts=2, next_allowed=0.0, last_at=1.0))
         s.add(m.CampaignMember(user_id=user.id, campaign_id=cid))
         s.commit()
+    from storage.bank_video import BankVideo
+    from storage.references import Reference, ReferenceHash
+
+    with store.session() as s:  # the reference library and the video bank
+        ref = Reference(sha256="d" * 64, kind="image", mime="image/jpeg", owner="후보 공식 채널",
+                        source_url="https://demo.example/official/1", note="보도자료", width=640, height=480)
+        s.add(ref)
+        s.add(BankVideo(case_id="NEC-2026-0042", name="speech", media_sha256=None, source="import", n_frames=2,
+                        frames=[[0.0, 100, "f" * 64], [0.5, 90, "e" * 64]]))
+        s.commit()
+        s.add(ReferenceHash(reference_id=ref.id, region="frame", pdq="a" * 64, quality=100))
+        s.commit()
 
 
 def _all_rows(url: str) -> dict[str, list[dict]]:
