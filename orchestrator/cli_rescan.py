@@ -60,11 +60,17 @@ def rescan_command(
             )
         except (PoolError, ValueError) as exc:
             _fail(str(exc), code=1)
+        # The reference library is a second check of every stored item, needing no weights: items
+        # stored before their original was registered are compared now (one count query when empty).
+        from orchestrator.references_hook import rescan_references
+        from storage.blobs import open_blobs
+
+        references = rescan_references(store, open_blobs(_blobs(blobs)))
     finally:
         if not ray_was_up:
             wiring.shutdown_ray()
         store.close()
-    out = report.to_dict()
+    out = report.to_dict() | {"references": references}
     if as_json:
         typer.echo(json.dumps(out, indent=2))
     else:
@@ -74,6 +80,10 @@ def rescan_command(
             f"{out['scored']:,} scored ({out['fake']:,} fake), {out['errors']:,} unreadable, {out['failed']:,} failed "
             f"in {out['seconds']:.1f} s", highlight=False,
         )
+        if references["matched"] or references["errors"]:
+            console.print(f"references: {references['matched']:,} items matched an authentic original "
+                          f"({references['altered']:,} altered copies), {references['errors']:,} could not be compared",
+                          highlight=False)
         for reason, count in out["failures"].items():
             console.print(f"  failed x{count}: {reason}", highlight=False)
     if report.failed:

@@ -119,8 +119,16 @@ def test_rescan_scores_every_image_once_and_resumes(local_ray, tmp_path, monkeyp
     assert (report["already_done"], report["scored"] + report["errors"], report["failed"]) == (7, 1, 0)
     assert report["threshold"] == 0.42 and report["threshold_source"] == "calibration"
 
+    assert report["references"]["media"] == 0  # an empty reference library: nothing read
+
+    # An original registered later: the next rescan compares the stored items with it.
+    from storage.references import ReferenceLibrary
+
+    ReferenceLibrary(store, blobs).add(jpeg(50), owner="NEC press office", source_url="https://nec.example/p/50")
     again = runner.invoke(app, ["rescan", "--model", model, "--db", db, "--blobs", str(tmp_path / "blobs"), "--json"])
     assert again.exit_code == 0 and json.loads(again.output)["already_done"] == 8
+    refs = json.loads(again.output)["references"]
+    assert refs["matched"] >= 1 and refs["authentic"] >= 1 and refs["altered"] == 0, refs
     missing = runner.invoke(app, ["rescan", "--model", str(tmp_path / "nope"), "--db", db])
     assert missing.exit_code == 1 and "does not exist" in " ".join(missing.output.split())
     store.close()
