@@ -28,6 +28,7 @@ class ScanItem:
     pdq: str | None
     pdq_quality: int | None
     frames: list[dict[str, Any]] = field(default_factory=list)  # videos: {t_s, phash?, pdq, quality}
+    vpdq: list[Any] = field(default_factory=list)  # videos: every frame's vPDQ (detectors.vpdq_sampling)
 
 
 def check_known_fakes_bank(store: Any, item: ScanItem) -> list[Any]:
@@ -64,14 +65,9 @@ def check_video_bank(store: Any, item: ScanItem) -> list[Any]:
     if item.kind != "video":
         return []
     from detectors.base import Detection
-    from detectors.hashing import MediaDecodeError
-    from detectors.vpdq_sampling import dense_vpdq
     from orchestrator.video_bank_check import check_video_bank as match_banked_videos
 
-    try:
-        hit = match_banked_videos(store, dense_vpdq(item.data))
-    except MediaDecodeError:
-        return []
+    hit = match_banked_videos(store, item.vpdq)
     if hit is None:
         return []
     return [Detection(detector="known-fakes-bank", version="1", outcome="fake", reasons=[hit["reason"]],
@@ -178,9 +174,10 @@ def scan_inputs(
 
                 analysis = with_references(references, analysis, media, 0.3)
             pdq, quality, frames = _hashes(data, info.kind)
+            dense, dense_error = _dense_vpdq(data) if info.kind == "video" else ([], None)
             found: list[Any] = []
             if store is not None:
-                scan_item = ScanItem(sha, info.kind, data, info.phash, pdq, quality, frames)
+                scan_item = ScanItem(sha, info.kind, data, info.phash, pdq, quality, frames, dense)
                 for check in DATABASE_CHECKS:
                     found += check(store, scan_item)
             v = analysis.verdict
@@ -201,7 +198,7 @@ def scan_inputs(
                 "database": "checked" if store is not None else "not configured",
                 "detections": [d.to_dict() for d in analysis.detections + found],
                 "verdict": {"band": v.band, "score": v.score, "reasons": list(v.reasons)},
-                **(_vpdq_fields(data, sha, vpdq_dir) if info.kind == "video" else {}),
+                **(_vpdq_fields(dense, dense_error, sha, vpdq_dir) if info.kind == "video" else {}),
                 "c2pa_trust": next((d.details.get("trust") for d in analysis.detections
                                     if d.detector == "c2pa" and d.details.get("trust")), None),
             }
@@ -210,18 +207,25 @@ def scan_inputs(
             f.close()
 
 
-def _vpdq_fields(data: bytes, sha: str, vpdq_dir: str | None) -> dict[str, Any]:
-    """The video's vPDQ frames, so a result can be banked or matched elsewhere: inline as
-    [[t_s, quality, hash], ...], or with `vpdq_dir` as <sha256>.txt in ThreatExchange's format."""
+def _dense_vpdq(data: bytes) -> tuple[list[Any], str | None]:
+    """Every frame's vPDQ of a video, hashed once for the video bank check and the output."""
     from detectors.hashing import MediaDecodeError
-    from detectors.vpdq import frames_to_rows
     from detectors.vpdq_sampling import dense_vpdq
-    from storage.bank_video import format_vpdq
 
     try:
-        frames = dense_vpdq(data)
+        return dense_vpdq(data), None
     except MediaDecodeError as exc:
-        return {"vpdq_error": str(exc)}
+        return [], str(exc)
+
+
+def _vpdq_fields(frames: list[Any], error: str | None, sha: str, vpdq_dir: str | None) -> dict[str, Any]:
+    """The video's vPDQ frames, so a result can be banked or matched elsewhere: inline as
+    [[t_s, quality, hash], ...], or with `vpdq_dir` as <sha256>.txt in ThreatExchange's format."""
+    from detectors.vpdq import frames_to_rows
+    from storage.bank_video import format_vpdq
+
+    if error is not None:
+        return {"vpdq_error": error}
     if vpdq_dir is None:
         return {"vpdq": frames_to_rows(frames)}  # [t_s, quality, hash] (+ 1 for bar-cropped hashes)
     target = Path(vpdq_dir) / f"{sha}.txt"

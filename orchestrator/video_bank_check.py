@@ -14,7 +14,10 @@ from storage.db import Store
 
 
 def as_frames(vpdq: list | tuple) -> list[VpdqFrame]:
-    """[(t_s, quality, hash), ...] as stored on Media.vpdq -> VpdqFrame list."""
+    """[(t_s, quality, hash), ...] as stored on Media.vpdq -> VpdqFrame list; frames just hashed
+    (VpdqFrame already) pass as they are."""
+    if vpdq and isinstance(vpdq[0], VpdqFrame):
+        return list(vpdq)
     return frames_from_rows(vpdq)
 
 

@@ -237,6 +237,21 @@ def test_scan_carries_vpdq_frames_inline_or_as_a_file(tmp_path):
     assert parse_vpdq_text(open(written["vpdq_file"]).read()) == _plain(_clip()[1])
 
 
+def test_scan_with_a_database_flags_a_video_in_the_video_bank(store, tmp_path):
+    """scan's database checks hash the video once (every frame) and match it against the bank."""
+    from orchestrator.scan import scan_inputs
+
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "rally.txt").write_text(format_vpdq(_plain(_clip()[1])))
+    assert VideoBank(store).import_files([src], case_id="NEC-2026-0042") == (1, 0)
+    clip = str(fixtures_dir() / "vpdq" / "videos" / f"{CLIP}.mp4")
+    [result] = list(scan_inputs([clip], model=None, store=store))
+    assert result["verdict"]["band"] == "likely_fake", result["verdict"]
+    assert any("case NEC-2026-0042's video" in r for r in result["verdict"]["reasons"])
+    assert result["vpdq"] == frames_to_rows(_clip()[1])  # the same hashes the bank check used
+
+
 def test_campaign_judges_a_retimed_copy_of_a_banked_video_by_the_bank(store):
     """The campaign driver's bank check on a real store: a video whose frames match a banked
     fake video is judged by that match, with where it aligns. (The driver is built without its
