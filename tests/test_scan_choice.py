@@ -19,6 +19,7 @@ def clean_env(monkeypatch, tmp_path):
     monkeypatch.delenv(ENV_VAR, raising=False)
     monkeypatch.delenv("DEEPWATCH_DB", raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.chdir(tmp_path)  # no var/deepwatch.db from an earlier `make demo` in the checkout
     return tmp_path / "config"
 
 
